@@ -1,0 +1,334 @@
+"""Configuration: plain frozen dataclasses, loaded from a Python file and overridden from the command line.
+
+A config file (``configs/record60.py``, ``configs/tiny.py``) defines ``get_config() -> Config``. Every number of the
+recipe lives in those files; the library reads them from here and hard-codes none. ``--set a.b=value`` replaces one
+field; the value is parsed as a Python literal when it is one (``3``, ``0.5``, ``(1, 3)``, ``True``) and kept as a
+string otherwise. An unknown key fails with the nearest valid keys.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Repository root (configs/, data/ and runs/ live there when jaxrun is installed in editable mode, as the README does).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "tiny.py"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int  # padded to a multiple of 128 (SPEC §1.1)
+    num_layers: int
+    model_dim: int
+    num_heads: int
+    head_dim: int
+    mlp_hidden: int
+    gate_dim: int  # channels read by every sigmoid gate (12 in the record)
+    # Layer map (SPEC §1.2).
+    paired_layers: tuple[int, ...]
+    no_attention_layers: tuple[int, ...]
+    long_window_layers: tuple[int, ...]
+    key_offset_layers: tuple[int, ...]
+    value_embed_layers: tuple[tuple[int, int], ...]  # (layer, value-embedding table), in ve_gate_bank order
+    num_value_embeds: int
+    skip_from: int  # U-net skip source layer (its block output is saved)
+    skip_to: int  # the skip is added at this layer's input
+    backout_from: int
+    num_scalars: int  # resid (L) + sa (2L) + smear, backout, skip, padded to the 8-rank layout (SPEC §1.3)
+    # Initialisation (SPEC §1.3).
+    init_attn_bound: float  # Q, K, V rows: U(-b, b); O rows zero
+    init_fc_bound: float
+    init_lm_head_std: float
+    init_resid_lambda: float
+    init_sa_lambda: tuple[float, float]  # (lambda_in, lambda_out)
+    init_smear_lambda: float
+    init_backout_lambda: float
+    init_skip_lambda: float
+    init_scalar_pad: float
+    # Numerics.
+    rms_eps: float  # fp32 machine epsilon, PyTorch's rms_norm default (SPEC §1.1)
+    rope_min_freq: float  # f_k = min_freq ** (k / (n - 1)), n = head_dim // 4 (SPEC §1.7)
+    softcap: tuple[float, float, float]  # z = a * sigmoid((logit + b) / c) (SPEC §1.10)
+    fp8_scales: tuple[float, float, float]  # x, w, grad (SPEC §1.9)
+    fp8_head: bool  # FP8 lm head in training (eval is always bf16)
+    eval_token_chunk: int  # validation head + CE run over this many tokens at a time (SPEC §2.2 memory hint)
+    # Backend per heavy op: "xla" | "triton" | "cudnn" | "auto" (jaxrun.ops).
+    backends: tuple[tuple[str, str], ...] = (("attention", "xla"), ("lm_head", "xla"), ("mlp", "xla"), ("cross_entropy", "xla"))
+
+    def backend(self, op: str) -> str:
+        return dict(self.backends)[op]
+
+    @property
+    def attention_layers(self) -> tuple[int, ...]:
+        """Layers with attention, in attn_gate_bank / qkvo bank order."""
+        return tuple(i for i in range(self.num_layers) if i not in self.no_attention_layers)
+
+
+@dataclass(frozen=True)
+class AdamGroup:
+    """Per-parameter Adam settings (SPEC §1.3)."""
+
+    lr_mul: float
+    wd_mul: float
+    betas: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    muon_lr: float
+    muon_momentum_range: tuple[float, float]  # (start, peak); see ScheduleConfig for the ramps
+    muon_beta2: float
+    muon_weight_decay: float
+    muon_lr_muls: tuple[tuple[str, float], ...]  # by bank name
+    polar_express_coeffs: tuple[tuple[float, float, float], ...]
+    polar_express_norm_scale: float  # X / (||X||_F * scale + eps)
+    polar_express_eps: float
+    normuon_eps: float  # floor inside the row normalisation
+    adam_lr: float
+    adam_eps: float
+    adam_weight_decay: float
+    adam_groups: tuple[tuple[str, AdamGroup], ...]  # by parameter name
+
+    def adam_group(self, name: str) -> AdamGroup:
+        return dict(self.adam_groups)[name]
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    scheduled_steps: int  # 1735: x_s = s / scheduled_steps
+    extension_steps: int  # 40 more at the last phase's shapes
+    seqs_per_rank: tuple[int, ...]  # per phase (3 phases); tokens per rank = seqs * seq_len
+    seq_len: int  # 2048
+    window_blocks: tuple[tuple[int, int], ...]  # (short, long) per phase, then the extension's
+    window_block_size: int  # 128 tokens per window block
+    final_eval_long_window: int  # 20 blocks at the final evaluation, no YaRN update
+    lr_max: tuple[float, ...]  # per phase
+    lr_floor: float  # 0.1
+    cooldown_frac: float  # decay starts at x = 1 - cooldown_frac
+    momentum_warmup_steps: int  # 300
+    momentum_cooldown_start: int  # 1725
+    momentum_cooldown_steps: int  # 50
+    momentum_cooldown_drop: float  # 0.10
+    mtp_weights: tuple[tuple[float, ...], ...]  # per phase, at the phase start; see schedule.mtp_weights for the decay
+    attn_scale_init: float  # 0.1
+    yarn_attn_factor: float  # attn_scale *= 1 + factor * ln(new / old)
+    yarn_alpha: float  # ramp of w_k: clip((rotations - alpha) / (beta - alpha), 0, 1)
+    yarn_beta: float
+
+    @property
+    def total_steps(self) -> int:
+        return self.scheduled_steps + self.extension_steps
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_files: str  # glob of training shards, read in sorted order
+    val_file: str
+    val_tokens: int  # 10,485,760 (+1 for the last target)
+    val_seq_len: int  # 262,144 tokens per evaluation chunk
+    num_ranks: int  # the recipe's 8 virtual ranks (SPEC §3.6)
+    max_doc_len: int  # 2048
+    bos_token: int  # 50256
+    # When the shards above are missing and this corpus is set, they are tokenized from it on first use.
+    tokenize_from: str = ""
+    tokenize_val_tokens: int = 0
+    tokenize_passes: int = 1  # reshuffled passes over the training documents (a small corpus read several times)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str  # runs/<name>/; "" = derived from the config name and the time
+    out_dir: str  # "runs"
+    seed: int
+    val_every: int  # 250
+    checkpoint_every: int  # 0 = only at the end and on a signal
+    log_every: int  # step lines printed every N steps (the reference prints every step)
+    compile_cache_dir: str  # JAX persistent compilation cache; "" disables it
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig
+    optim: OptimConfig
+    schedule: ScheduleConfig
+    data: DataConfig
+    run: RunConfig
+    name: str = "config"
+
+
+def _field_paths(obj: Any, prefix: str = "") -> list[str]:
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        path = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.extend(_field_paths(value, path + "."))
+        else:
+            out.append(path)
+    return out
+
+
+def valid_keys(cfg: Config) -> list[str]:
+    return _field_paths(cfg)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def _coerce(value: Any, current: Any, key: str) -> Any:
+    """Give an override the type of the field it replaces, or say why it cannot have it."""
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"--set {key}: expected true or false, got {value!r}")
+    if isinstance(current, int):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"--set {key}: expected an integer, got {value!r}")
+    if isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"--set {key}: expected a number, got {value!r}")
+    if isinstance(current, str):
+        return str(value)
+    if isinstance(current, tuple):
+        if isinstance(value, (tuple, list)):
+            return _to_tuple(value)
+        raise ConfigError(f"--set {key}: expected a tuple such as (1, 2), got {value!r}")
+    return value
+
+
+def _to_tuple(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return tuple(_to_tuple(v) for v in value)
+    return value
+
+
+def override(cfg: Config, key: str, raw_value: str | Any) -> Config:
+    """Return cfg with the dotted field ``key`` replaced; unknown keys name the nearest valid ones."""
+    keys = valid_keys(cfg)
+    if key not in keys:
+        near = difflib.get_close_matches(key, keys, n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(near)}?" if near else ""
+        raise ConfigError(f"unknown config key {key!r}.{hint} (valid keys: python -m jaxrun.train --print-config)")
+    value = _parse_value(raw_value) if isinstance(raw_value, str) else raw_value
+    head, _, rest = key.partition(".")
+    if not rest:
+        return dataclasses.replace(cfg, **{head: _coerce(value, getattr(cfg, head), key)})
+    sub = getattr(cfg, head)
+    leaf = rest
+    current = getattr(sub, leaf)
+    return dataclasses.replace(cfg, **{head: dataclasses.replace(sub, **{leaf: _coerce(value, current, key)})})
+
+
+def apply_overrides(cfg: Config, items: list[str]) -> Config:
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        cfg = override(cfg, key.strip(), value.strip())
+    return cfg
+
+
+def config_from_file(path: Path) -> Config:
+    """Run a config file's ``get_config()`` (config files may build on each other through this)."""
+    if not path.is_file():
+        candidates = sorted(p.name for p in CONFIG_DIR.glob("*.py")) if CONFIG_DIR.is_dir() else []
+        raise ConfigError(f"config file {str(path)!r} not found. Shipped configs in {CONFIG_DIR}: {', '.join(candidates) or 'none'}")
+    spec = importlib.util.spec_from_file_location(f"jaxrun_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path} defines no get_config() function")
+    cfg = module.get_config()
+    if not isinstance(cfg, Config):
+        raise ConfigError(f"{path}: get_config() must return jaxrun.config.Config, got {type(cfg).__name__}")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load ``get_config()`` from a config file (default: configs/tiny.py) and apply ``--set`` overrides."""
+    cfg = config_from_file(Path(path) if path else DEFAULT_CONFIG)
+    cfg = apply_overrides(cfg, overrides or [])
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that a single override can break."""
+    m, s = cfg.model, cfg.schedule
+    if m.num_heads * m.head_dim != m.model_dim:
+        raise ConfigError(f"model.num_heads * model.head_dim ({m.num_heads} * {m.head_dim}) must equal model.model_dim ({m.model_dim})")
+    if m.head_dim % 4:
+        raise ConfigError("model.head_dim must be a multiple of 4 (half-truncated RoPE rotates head_dim/2 dims in pairs)")
+    if m.paired_layers and m.num_heads % 2:
+        raise ConfigError("paired-head layers need an even model.num_heads")
+    if m.num_scalars < 3 * m.num_layers + 3:
+        raise ConfigError(f"model.num_scalars must be at least 3 * num_layers + 3 = {3 * m.num_layers + 3}")
+    for name in ("paired_layers", "long_window_layers", "key_offset_layers"):
+        bad = [i for i in getattr(m, name) if not 0 <= i < m.num_layers or i in m.no_attention_layers]
+        if bad:
+            raise ConfigError(f"model.{name} names layers without attention or out of range: {bad}")
+    if len(s.seqs_per_rank) != 3 or len(s.lr_max) != 3 or len(s.mtp_weights) != 3 or len(s.window_blocks) != 4:
+        raise ConfigError("schedule: seqs_per_rank, lr_max and mtp_weights need 3 phases, window_blocks 3 phases + extension")
+    if cfg.data.num_ranks < 1:
+        raise ConfigError("data.num_ranks must be >= 1")
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_json(cfg: Config) -> str:
+    return json.dumps(to_dict(cfg), indent=2)
+
+
+def from_dict(d: dict) -> Config:
+    """Inverse of to_dict (used to reload runs/<name>/config.json on resume)."""
+    optim = dict(d["optim"])
+    optim["adam_groups"] = tuple((name, AdamGroup(g["lr_mul"], g["wd_mul"], tuple(g["betas"]))) for name, g in optim["adam_groups"])
+    sections = {
+        "model": ModelConfig(**{k: _to_tuple(v) for k, v in d["model"].items()}),
+        "optim": OptimConfig(**{k: (v if k == "adam_groups" else _to_tuple(v)) for k, v in optim.items()}),
+        "schedule": ScheduleConfig(**{k: _to_tuple(v) for k, v in d["schedule"].items()}),
+        "data": DataConfig(**d["data"]),
+        "run": RunConfig(**d["run"]),
+    }
+    return Config(**sections, name=d.get("name", "config"))
+
+
+__all__ = [
+    "AdamGroup",
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "RunConfig",
+    "ScheduleConfig",
+    "apply_overrides",
+    "config_from_file",
+    "from_dict",
+    "load_config",
+    "override",
+    "to_json",
+    "valid_keys",
+]
