@@ -1,0 +1,67 @@
+"""Config loading, overrides and their errors (jaxrun/config.py)."""
+
+import math
+
+import pytest
+
+from jaxrun.config import CONFIG_DIR, ConfigError, from_dict, load_config, to_dict
+
+RECORD = CONFIG_DIR / "record60.py"
+
+
+def test_record60_holds_the_spec_numbers():
+    cfg = load_config(RECORD)
+    m, o, s, d = cfg.model, cfg.optim, cfg.schedule, cfg.data
+    assert (m.vocab_size, m.num_layers, m.model_dim, m.num_heads, m.head_dim, m.mlp_hidden) == (50304, 11, 768, 6, 128, 3072)
+    assert m.attention_layers == (0, 1, 2, 3, 4, 5, 7, 8, 9, 10)
+    assert math.isclose(m.init_attn_bound, 1 / 16) and math.isclose(m.init_fc_bound, 1 / 32)
+    assert m.rms_eps == pytest.approx(1.1920929e-07)
+    assert (o.muon_lr, o.adam_lr, o.adam_eps, o.muon_weight_decay, o.adam_weight_decay) == (0.023, 0.008, 1e-10, 1.2, 0.005)
+    assert o.adam_group("ve").lr_mul == 75 and o.adam_group("lm_head").wd_mul == 150
+    assert s.total_steps == 1775
+    assert [n * s.seq_len for n in s.seqs_per_rank] == [16384, 32768, 49152]
+    assert d.val_tokens == 5 * 8 * d.val_seq_len
+
+
+def test_default_config_is_tiny():
+    assert load_config().name == "tiny"
+
+
+def test_override_parses_types():
+    cfg = load_config(RECORD, ["schedule.lr_floor=0.2", "run.val_every=100", "model.fp8_head=false", "run.name=abc",
+                               "schedule.seqs_per_rank=(1, 2, 3)"])
+    assert cfg.schedule.lr_floor == 0.2 and isinstance(cfg.schedule.lr_floor, float)
+    assert cfg.run.val_every == 100
+    assert cfg.model.fp8_head is False
+    assert cfg.run.name == "abc"
+    assert cfg.schedule.seqs_per_rank == (1, 2, 3)
+
+
+def test_unknown_key_names_nearest():
+    with pytest.raises(ConfigError, match=r"unknown config key 'model.num_layer'.*model\.num_layers"):
+        load_config(RECORD, ["model.num_layer=3"])
+    with pytest.raises(ConfigError, match="unknown config key 'optimm.adam_lr'.*optim.adam_lr"):
+        load_config(RECORD, ["optimm.adam_lr=1"])
+
+
+def test_bad_override_values():
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_config(RECORD, ["run.val_every=often"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(RECORD, ["run.val_every"])
+    with pytest.raises(ConfigError, match="must equal model.model_dim"):
+        load_config(RECORD, ["model.num_heads=5"])
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found.*record60.py"):
+        load_config(tmp_path / "nope.py")
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = 1\n")
+    with pytest.raises(ConfigError, match="get_config"):
+        load_config(bad)
+
+
+def test_dict_round_trip():
+    cfg = load_config(RECORD)
+    assert from_dict(to_dict(cfg)) == cfg
