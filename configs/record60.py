@@ -117,6 +117,7 @@ RUN = RunConfig(
     checkpoint_every=0,
     log_every=1,
     compile_cache_dir="~/.cache/jaxrun/jax_compilation_cache",
+    target_val_loss=3.28,
 )
 
 
