@@ -141,6 +141,9 @@ class DataConfig:
     num_ranks: int  # the recipe's 8 virtual ranks (SPEC §3.6)
     max_doc_len: int  # 2048
     bos_token: int  # 50256
+    # cu_seqlens length: the smallest multiple of cu_seqlens_multiple >= tokens // cu_seqlens_tokens_per_doc (SPEC §5.2)
+    cu_seqlens_multiple: int = 128
+    cu_seqlens_tokens_per_doc: int = 300
     # When the shards above are missing and this corpus is set, they are tokenized from it on first use.
     tokenize_from: str = ""
     tokenize_val_tokens: int = 0
