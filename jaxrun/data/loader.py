@@ -1,0 +1,105 @@
+"""Training batches (SPEC §5.2) for this process's virtual ranks, prepared one step ahead on a background thread.
+
+    loader = TrainLoader(cfg.data, local_ranks)     # e.g. range(8) on one process, range(4, 8) on process 1 of 2
+    batch = loader.next_batch(tokens_per_rank)     # N changes at phase boundaries
+    state = loader.get_state()                     # JSON-serialisable; loader.set_state(state) resumes there
+
+Every process plans all data.num_ranks ranks (so the data position is the same everywhere) but gathers tokens only for
+its own. While the device runs step s, the thread builds step s + 1 with the same N; if the next call asks for a
+different N (a phase boundary) or the state was reset, that guess is dropped and the batch is built on the spot.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxrun.config import DataConfig
+from jaxrun.data.errors import DataError, make_shards_hint
+from jaxrun.data.layout import check_local_ranks, cu_seqlens_length, padded_cu_seqlens
+from jaxrun.data.plan import BosPlanIterator, RankPieces, StepPlan, TrainShards
+
+
+def rank_batch(tokens: np.ndarray, pieces: RankPieces, tokens_per_rank: int, cu_len: int) -> dict[str, np.ndarray]:
+    """One rank's row: inputs = buf[0:N], targets = buf[1:N+1], segment ids and cu_seqlens of its pieces."""
+    n = tokens_per_rank
+    offsets = np.cumsum(pieces.lengths) - pieces.lengths  # where each piece starts in the buffer
+    buf = tokens[np.repeat(pieces.starts - offsets, pieces.lengths) + np.arange(n + 1)]
+    seg_lengths = pieces.lengths.copy()
+    seg_lengths[-1] -= 1  # the last piece's final token is only a target (SPEC §5.2)
+    return {
+        "inputs": buf[:-1].astype(np.int32),
+        "targets": buf[1:].astype(np.int32),
+        "seg_ids": np.repeat(np.arange(seg_lengths.size, dtype=np.int32), seg_lengths),
+        "cu_seqlens": padded_cu_seqlens(np.cumsum(seg_lengths), n, cu_len),
+    }
+
+
+def step_batch(plan: StepPlan, local_ranks: tuple[int, ...], tokens_per_rank: int, data_cfg: DataConfig) -> dict[str, np.ndarray]:
+    """The rows of ``local_ranks``, stacked: inputs/targets/seg_ids (R, N) and cu_seqlens (R, P), all int32."""
+    cu_len = cu_seqlens_length(tokens_per_rank, data_cfg)
+    rows = [rank_batch(plan.tokens, plan.ranks[r], tokens_per_rank, cu_len) for r in local_ranks]
+    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+
+
+def train_shard_paths(data_cfg: DataConfig) -> list[Path]:
+    paths = [Path(p) for p in sorted(glob.glob(data_cfg.train_files))]
+    if not paths:
+        raise DataError(f"no training shards match {data_cfg.train_files!r}: {make_shards_hint(Path(data_cfg.train_files).parent)}")
+    return paths
+
+
+class TrainLoader:
+    """BOS-aligned training batches of data_cfg's shards for ``local_ranks``; see the module docstring."""
+
+    def __init__(self, data_cfg: DataConfig, local_ranks: Iterable[int], *, prefetch: bool = True):
+        self.data_cfg = data_cfg
+        self.local_ranks = check_local_ranks(local_ranks, data_cfg.num_ranks)
+        shards = TrainShards(train_shard_paths(data_cfg), data_cfg.bos_token, data_cfg.max_doc_len)
+        self._plans = BosPlanIterator(shards, data_cfg.num_ranks)  # used on the worker thread only
+        self._state = self._plans.get_state()
+        self._prefetch = prefetch
+        self._worker = ThreadPoolExecutor(1, thread_name_prefix="jaxrun-train-batches")
+        self._ahead: tuple[int, dict[str, Any], Future] | None = None
+
+    def _build(self, state: dict[str, Any], tokens_per_rank: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        self._plans.set_state(state)
+        self._plans.tokens_per_rank = tokens_per_rank
+        plan = next(self._plans)
+        return step_batch(plan, self.local_ranks, tokens_per_rank, self.data_cfg), self._plans.get_state()
+
+    def next_batch(self, tokens_per_rank: int) -> dict[str, np.ndarray]:
+        """The next step's batch: inputs, targets, seg_ids (R, N) and cu_seqlens (R, P) int32, R = len(local_ranks)."""
+        if isinstance(tokens_per_rank, bool) or not isinstance(tokens_per_rank, (int, np.integer)) or tokens_per_rank < 1:
+            raise DataError(f"tokens_per_rank must be a positive integer, got {tokens_per_rank!r}")
+        n = int(tokens_per_rank)
+        ahead = self._ahead
+        if ahead is not None and ahead[0] == n and ahead[1] == self._state:
+            future = ahead[2]
+        else:
+            future = self._worker.submit(self._build, self._state, n)
+        batch, self._state = future.result()
+        self._ahead = (n, self._state, self._worker.submit(self._build, self._state, n)) if self._prefetch else None
+        return batch
+
+    def get_state(self) -> dict[str, Any]:
+        """Where the next batch starts (JSON-serialisable; save it with the checkpoint)."""
+        return dict(self._state)
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Continue at a state from get_state() (checked against the configured shards)."""
+        self._state = self._worker.submit(self._restore, state).result()  # on the worker, like every use of the iterator
+        self._ahead = None
+
+    def _restore(self, state: dict[str, Any]) -> dict[str, Any]:
+        self._plans.set_state(state)  # checks the state against the shards
+        return self._plans.get_state()
+
+    def close(self) -> None:
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        self._plans.shards.close()
