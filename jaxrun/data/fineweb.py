@@ -9,11 +9,11 @@ local text instead.
 from __future__ import annotations
 
 import os
-import socket
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from urllib.parse import urlparse
 
 from tqdm import tqdm
 
@@ -35,18 +35,20 @@ def fineweb_filenames(train_shards: int) -> list[str]:
     return [val_shard_name(), *(train_shard_name(i) for i in range(1, train_shards + 1))]
 
 
-def _reachable(host: str, port: int, timeout: float) -> str | None:
-    """None if a TCP connection to host:port opens within ``timeout`` seconds (name lookup included), else why not."""
+def _probe(url: str, timeout: float) -> str | None:
+    """None if ``url`` answers an HTTP HEAD request within ``timeout`` seconds (any status), else why not."""
     outcome: list[str | None] = []
 
     def attempt() -> None:
         try:
-            socket.create_connection((host, port), timeout=timeout).close()
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
             outcome.append(None)
-        except OSError as err:
-            outcome.append(str(err) or type(err).__name__)
+        except urllib.error.HTTPError:
+            outcome.append(None)  # the server answered
+        except (OSError, ValueError) as err:
+            outcome.append(str(getattr(err, "reason", err)) or type(err).__name__)
 
-    # getaddrinfo ignores socket timeouts, so the whole attempt runs in a daemon thread that may be abandoned.
+    # Name lookup ignores socket timeouts, so the attempt runs in a daemon thread that is abandoned when it hangs.
     thread = threading.Thread(target=attempt, daemon=True)
     thread.start()
     thread.join(timeout)
@@ -54,18 +56,14 @@ def _reachable(host: str, port: int, timeout: float) -> str | None:
 
 
 def check_online(timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Fail fast, with advice, when the Hub cannot be reached (HF_HUB_OFFLINE, no route, no name resolution)."""
+    """Fail fast, with advice, when the Hub does not answer (HF_HUB_OFFLINE, no route, no name resolution, a proxy
+    that swallows connections). urllib honours HTTPS_PROXY like huggingface_hub does."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise DataError(f"cannot download FineWeb shards: HF_HUB_OFFLINE is set. {OFFLINE_HINT}")
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT)
-    proxy = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy")
-    target = urlparse(proxy if proxy and "://" in proxy else f"http://{proxy}") if proxy else endpoint
-    host = target.hostname or ""
-    port = target.port or (443 if target.scheme == "https" else 80)
-    why = _reachable(host, port, timeout)
+    endpoint = os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT
+    why = _probe(endpoint, timeout)
     if why is not None:
-        via = f" (through the proxy {host}:{port})" if proxy else ""
-        raise DataError(f"cannot reach the Hugging Face Hub at {endpoint.geturl()}{via}: {why}. No network? {OFFLINE_HINT}")
+        raise DataError(f"cannot reach the Hugging Face Hub at {endpoint}: {why}. No network? {OFFLINE_HINT}")
 
 
 def download_from_hub(filenames: Sequence[str], directory: Path) -> None:
