@@ -1,0 +1,133 @@
+"""The fused linear + ReLU² MLP (SPEC §1.8, §7.1) as a jax-triton kernel: `mlp(u, fc, proj) = relu(u·fcᵀ)²·proj`.
+
+Forward: one pass over u·fcᵀ writes pre (bf16) and post = relu(pre)² (bf16, squared from the bf16 pre); out = post·proj
+is an XLA matrix product. Backward: one pass over G·projᵀ writes d_pre = bf16(2·relu(pre)·d_post) with
+d_post = bf16(G·projᵀ) (SPEC §14.3: rounded twice; the product of two bf16 numbers and 2 is exact in fp32, so one
+rounding at the end equals the reference's bf16 arithmetic). d_proj = postᵀ·G, d_fc = d_preᵀ·u and du = d_pre·fc are
+XLA matrix products, as in the reference.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxrun.kernels.triton_runtime import MatmulTiles, jax_triton, tl, triton
+
+# Tile shapes, chosen on an H100 (see the op benchmark: python -m jaxrun.bench ops --op mlp).
+FORWARD_TILES = MatmulTiles(block_m=128, block_n=256, block_k=64, group_m=8, num_warps=8, num_stages=4)
+BACKWARD_TILES = MatmulTiles(block_m=128, block_n=256, block_k=64, group_m=8, num_warps=8, num_stages=3)
+
+if triton is not None:
+
+    @triton.jit
+    def _relu2_matmul_kernel(
+        a_ptr,
+        b_ptr,
+        pre_ptr,
+        out_ptr,
+        M: tl.constexpr,
+        N: tl.constexpr,
+        K: tl.constexpr,
+        FORWARD: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+        GROUP_M: tl.constexpr,
+    ):
+        """acc = a · bᵀ for a (M, K), b (N, K), both row-major bf16.
+
+        FORWARD: writes pre_ptr = bf16(acc) and out_ptr = bf16(relu(pre)²).
+        Otherwise reads pre_ptr and writes out_ptr = bf16(2 · bf16(acc) · relu(pre)).
+        """
+        pid = tl.program_id(0)
+        grid_n = tl.cdiv(N, BLOCK_N)
+        pid_m, pid_n = tl.swizzle2d(pid // grid_n, pid % grid_n, tl.cdiv(M, BLOCK_M), grid_n, GROUP_M)
+        # Rows and columns past the edge wrap around, so every load is in bounds and only the stores are masked.
+        rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M
+        rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N
+        rk = tl.arange(0, BLOCK_K)
+        a_ptrs = a_ptr + rm[:, None].to(tl.int64) * K + rk[None, :]
+        b_ptrs = b_ptr + rn[None, :].to(tl.int64) * K + rk[:, None]
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            if K % BLOCK_K == 0:
+                a = tl.load(a_ptrs)
+                b = tl.load(b_ptrs)
+            else:
+                a = tl.load(a_ptrs, mask=rk[None, :] < K - k0, other=0.0)
+                b = tl.load(b_ptrs, mask=rk[:, None] < K - k0, other=0.0)
+            acc = tl.dot(a, b, acc)
+            a_ptrs += BLOCK_K
+            b_ptrs += BLOCK_K
+        c = acc.to(tl.bfloat16).to(tl.float32)
+        cm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        cn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        offsets = cm[:, None].to(tl.int64) * N + cn[None, :]
+        mask = (cm[:, None] < M) & (cn[None, :] < N)
+        if FORWARD:
+            tl.store(pre_ptr + offsets, c.to(tl.bfloat16), mask=mask)
+            relu = tl.maximum(c, 0.0)
+            tl.store(out_ptr + offsets, (relu * relu).to(tl.bfloat16), mask=mask)
+        else:
+            pre = tl.load(pre_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+            tl.store(out_ptr + offsets, (2.0 * c * tl.maximum(pre, 0.0)).to(tl.bfloat16), mask=mask)
+
+
+def relu2_matmul(a: jax.Array, b: jax.Array, pre: jax.Array | None = None, *, tiles: MatmulTiles | None = None):
+    """The fused kernel on a (M, K) and b (N, K), both bf16.
+
+    pre=None (forward): returns (pre, post) = (bf16(a·bᵀ), bf16(relu(pre)²)).
+    pre given (backward, a = G, b = proj): returns d_pre = bf16(2 · bf16(a·bᵀ) · relu(pre)).
+    """
+    jt = jax_triton()
+    forward = pre is None
+    tiles = tiles or (FORWARD_TILES if forward else BACKWARD_TILES)
+    (m, k), n = a.shape, b.shape[0]
+    out = jax.ShapeDtypeStruct((m, n), jnp.bfloat16)
+    return jt.triton_call(
+        *((a, b) if forward else (a, b, pre)),
+        kernel=_relu2_matmul_kernel,
+        out_shape=(out, out) if forward else out,
+        grid=tiles.grid(m, n),
+        num_warps=tiles.num_warps,
+        num_stages=tiles.num_stages,
+        name="relu2_matmul_fwd" if forward else "relu2_matmul_bwd",
+        M=m,
+        N=n,
+        K=k,
+        FORWARD=forward,
+        **tiles.meta(),
+    )
+
+
+@jax.custom_vjp
+def _mlp(u: jax.Array, fc: jax.Array, proj: jax.Array) -> jax.Array:
+    return _mlp_fwd(u, fc, proj)[0]
+
+
+def _mlp_fwd(u, fc, proj):
+    pre, post = relu2_matmul(u, fc)
+    return jnp.dot(post, proj), (u, fc, proj, pre, post)
+
+
+def _mlp_bwd(residuals, g):
+    u, fc, proj, pre, post = residuals
+    d_pre = relu2_matmul(g, proj, pre)
+    return jnp.dot(d_pre, fc), jnp.dot(d_pre.T, u), jnp.dot(post.T, g)
+
+
+_mlp.defvjp(_mlp_fwd, _mlp_bwd)
+
+
+def mlp(u: jax.Array, fc: jax.Array, proj: jax.Array) -> jax.Array:
+    """relu(u · fcᵀ)² · proj for u (..., D), fc (F, D), proj (F, D) (used untransposed), all bf16; SPEC §1.8."""
+    if fc.ndim != 2 or proj.shape != fc.shape or u.ndim < 1 or u.shape[-1] != fc.shape[1]:
+        raise ValueError(
+            f"mlp: expected u (..., D), fc (F, D) and proj (F, D), got u {u.shape}, fc {fc.shape}, proj {proj.shape}"
+        )
+    for name, x in (("u", u), ("fc", fc), ("proj", proj)):
+        if x.dtype != jnp.bfloat16:
+            raise ValueError(f"mlp: the triton kernel takes bf16 operands; {name} is {x.dtype} (cast it to bfloat16)")
+    flat = u.reshape(-1, u.shape[-1])
+    return _mlp(flat, fc, proj).reshape(*u.shape[:-1], proj.shape[1])

@@ -1,0 +1,273 @@
+"""The fused soft-capped multi-token cross entropy (SPEC §2.1, §7.2) as jax-triton kernels.
+
+z = a · σ((ℓ + b) / c) in fp32 from the bf16 logits (formed as ℓ·(1/c) + b/c, as the reference kernel does);
+lse_i = log Σ_j exp(z_ij) over all V columns; loss_i = Σ_k [i+k < T] · w_k · (lse_i − z_{i, tgt[i+k]}).
+The forward streams each row once and saves lse (and the small (T, K) table of lse_i − z_{i, tgt[i+k]}, from which
+the weights' gradient follows); the backward streams the row again, recomputes z and writes
+dℓ_ij = g_i · (S_i·p_ij − Σ_k [i+k < T]·w_k·[j = tgt[i+k]]) · (1/c)·z_ij·(1 − σ_ij) in bf16, S_i = Σ_k [i+k < T]·w_k.
+No fp32 copy of the logits is ever made.
+
+Weights are used as given on both sides (zero padding contributes nothing). The reference's forward skips weights
+≤ 0 while its backward does not; every scheduled weight is positive, so we keep the two sides consistent instead
+(SPEC §14.7). A target outside [0, V) is skipped in the forward, as in the reference; targets are token ids, so this
+never happens with real data.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrun.kernels.triton_runtime import jax_triton, tl, triton
+
+
+
+@dataclass(frozen=True)
+class RowLaunch:
+    """One program per row: columns per loop step, columns per step of the masked tail (V need not be a multiple of
+    block), and warps per program."""
+
+    block: int
+    tail_block: int
+    num_warps: int
+
+
+# Chosen on an H100 (see the op benchmark: python -m jaxrun.bench ops --op cross_entropy).
+FORWARD_LAUNCH = RowLaunch(block=4096, tail_block=1024, num_warps=8)
+BACKWARD_LAUNCH = RowLaunch(block=4096, tail_block=1024, num_warps=8)
+
+# The kernels sum exp(z − a), which is ≤ 1 since z < a; each term stays ≥ exp(−a) > 0 in fp32 only while a is below
+# about 87 (fp32's smallest normal is e^-87), so larger caps are refused.
+MAX_CAP = 80.0
+
+if triton is not None:
+
+    @triton.jit
+    def _softcap(logit, cap, inv_temp, shift):
+        """(z, σ) with z = cap · σ(logit · inv_temp + shift), all fp32."""
+        sig = tl.sigmoid(logit * inv_temp + shift)
+        return cap * sig, sig
+
+    @triton.jit
+    def _exp_terms(row_ptr, cols, cap, inv_temp, shift, V: tl.constexpr, MASKED: tl.constexpr):
+        """exp(z − cap) for these columns of one row (0 past the row's end)."""
+        if MASKED:
+            logit = tl.load(row_ptr + cols, mask=cols < V, other=0.0).to(tl.float32)
+        else:
+            logit = tl.load(row_ptr + cols).to(tl.float32)
+        z, _ = _softcap(logit, cap, inv_temp, shift)
+        terms = tl.exp(z - cap)
+        if MASKED:
+            terms = tl.where(cols < V, terms, 0.0)
+        return terms
+
+    @triton.jit
+    def _ce_forward_kernel(
+        logits_ptr,
+        targets_ptr,
+        weights_ptr,
+        cap,
+        inv_temp,
+        shift,
+        loss_ptr,
+        lse_ptr,
+        terms_ptr,
+        T: tl.constexpr,
+        V: tl.constexpr,
+        NUM_WEIGHTS: tl.constexpr,
+        BLOCK: tl.constexpr,
+        TAIL_BLOCK: tl.constexpr,
+    ):
+        row = tl.program_id(0)
+        row_ptr = logits_ptr + row.to(tl.int64) * V
+        full_cols: tl.constexpr = V - V % BLOCK
+        # Per-lane partial sums; one reduction at the end.
+        sums = tl.zeros([BLOCK], dtype=tl.float32)
+        for start in range(0, full_cols, BLOCK):
+            sums += _exp_terms(row_ptr, start + tl.arange(0, BLOCK), cap, inv_temp, shift, V, False)
+        tail_sums = tl.zeros([TAIL_BLOCK], dtype=tl.float32)
+        for start in range(full_cols, V, TAIL_BLOCK):
+            tail_sums += _exp_terms(row_ptr, start + tl.arange(0, TAIL_BLOCK), cap, inv_temp, shift, V, True)
+        lse = cap + tl.log(tl.sum(sums, axis=0) + tl.sum(tail_sums, axis=0))
+        loss = 0.0
+        for k in tl.static_range(NUM_WEIGHTS):
+            has_target = row + k < T
+            target = tl.load(targets_ptr + row + k, mask=has_target, other=0)
+            in_vocab = has_target & (target >= 0) & (target < V)
+            logit = tl.load(row_ptr + target, mask=in_vocab, other=0.0).to(tl.float32)
+            z, _ = _softcap(logit, cap, inv_temp, shift)
+            term = tl.where(in_vocab, lse - z, 0.0)
+            tl.store(terms_ptr + row * NUM_WEIGHTS + k, term)
+            loss += tl.load(weights_ptr + k) * term
+        tl.store(loss_ptr + row, loss)
+        tl.store(lse_ptr + row, lse)
+
+    @triton.jit
+    def _grad_block(
+        row_ptr,
+        grad_row_ptr,
+        targets_ptr,
+        weights_ptr,
+        row,
+        cols,
+        lse,
+        g,
+        weight_sum,
+        cap,
+        inv_temp,
+        shift,
+        T: tl.constexpr,
+        V: tl.constexpr,
+        NUM_WEIGHTS: tl.constexpr,
+        MASKED: tl.constexpr,
+    ):
+        """Writes dℓ for these columns of one row (SPEC §2.1)."""
+        if MASKED:
+            logit = tl.load(row_ptr + cols, mask=cols < V, other=0.0).to(tl.float32)
+        else:
+            logit = tl.load(row_ptr + cols).to(tl.float32)
+        z, sig = _softcap(logit, cap, inv_temp, shift)
+        hits = tl.zeros_like(z)
+        for k in tl.static_range(NUM_WEIGHTS):
+            target = tl.load(targets_ptr + row + k, mask=row + k < T, other=-1)
+            hits += tl.where(cols == target, tl.load(weights_ptr + k), 0.0)
+        grad = g * (weight_sum * tl.exp(z - lse) - hits) * (inv_temp * z * (1.0 - sig))
+        if MASKED:
+            tl.store(grad_row_ptr + cols, grad.to(tl.bfloat16), mask=cols < V)
+        else:
+            tl.store(grad_row_ptr + cols, grad.to(tl.bfloat16))
+
+    @triton.jit
+    def _ce_backward_kernel(
+        logits_ptr,
+        targets_ptr,
+        weights_ptr,
+        lse_ptr,
+        dloss_ptr,
+        cap,
+        inv_temp,
+        shift,
+        dlogits_ptr,
+        T: tl.constexpr,
+        V: tl.constexpr,
+        NUM_WEIGHTS: tl.constexpr,
+        BLOCK: tl.constexpr,
+        TAIL_BLOCK: tl.constexpr,
+    ):
+        row = tl.program_id(0)
+        row_ptr = logits_ptr + row.to(tl.int64) * V
+        grad_row_ptr = dlogits_ptr + row.to(tl.int64) * V
+        lse = tl.load(lse_ptr + row)
+        g = tl.load(dloss_ptr + row)
+        weight_sum = 0.0
+        for k in tl.static_range(NUM_WEIGHTS):
+            weight_sum += tl.where(row + k < T, tl.load(weights_ptr + k), 0.0)
+        full_cols: tl.constexpr = V - V % BLOCK
+        for start in range(0, full_cols, BLOCK):
+            _grad_block(row_ptr, grad_row_ptr, targets_ptr, weights_ptr, row, start + tl.arange(0, BLOCK), lse, g,
+                        weight_sum, cap, inv_temp, shift, T, V, NUM_WEIGHTS, False)  # fmt: skip
+        for start in range(full_cols, V, TAIL_BLOCK):
+            _grad_block(row_ptr, grad_row_ptr, targets_ptr, weights_ptr, row, start + tl.arange(0, TAIL_BLOCK), lse, g,
+                        weight_sum, cap, inv_temp, shift, T, V, NUM_WEIGHTS, True)  # fmt: skip
+
+
+def _softcap_scalars(softcap: tuple[float, float, float]) -> tuple[np.float32, np.float32, np.float32]:
+    cap, offset, temperature = softcap
+    return np.float32(cap), np.float32(1.0 / temperature), np.float32(offset / temperature)
+
+
+def _launch_meta(launch: RowLaunch, t: int, v: int, num_weights: int) -> dict:
+    return dict(grid=(t,), num_warps=launch.num_warps, T=t, V=v, NUM_WEIGHTS=num_weights, BLOCK=launch.block,
+                TAIL_BLOCK=launch.tail_block)  # fmt: skip
+
+
+def softcap_ce_forward(logits, targets, weights, softcap, *, launch: RowLaunch = FORWARD_LAUNCH):
+    """The forward kernel: loss (T,) f32, lse (T,) f32 and terms (T, K) f32, terms[i, k] = lse_i − z_{i, tgt[i+k]}
+    where i + k < T (else 0); logits (T, V) bf16, targets (T,) int32, weights (K,) f32."""
+    jt = jax_triton()
+    (t, v), k = logits.shape, weights.shape[0]
+    row = jax.ShapeDtypeStruct((t,), jnp.float32)
+    return jt.triton_call(
+        logits,
+        targets,
+        weights,
+        *_softcap_scalars(softcap),
+        kernel=_ce_forward_kernel,
+        out_shape=(row, row, jax.ShapeDtypeStruct((t, k), jnp.float32)),
+        name="softcap_ce_fwd",
+        **_launch_meta(launch, t, v, k),
+    )
+
+
+def softcap_ce_backward(logits, targets, weights, lse, dloss, softcap, *, launch: RowLaunch = BACKWARD_LAUNCH):
+    """The backward kernel: d_logits (T, V) bf16 for the upstream per-row gradient dloss (T,) f32."""
+    jt = jax_triton()
+    t, v = logits.shape
+    return jt.triton_call(
+        logits,
+        targets,
+        weights,
+        lse,
+        dloss,
+        *_softcap_scalars(softcap),
+        kernel=_ce_backward_kernel,
+        out_shape=jax.ShapeDtypeStruct((t, v), jnp.bfloat16),
+        name="softcap_ce_bwd",
+        **_launch_meta(launch, t, v, weights.shape[0]),
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _softcap_ce(logits, targets, weights, softcap):
+    return softcap_ce_forward(logits, targets, weights, softcap)[0]
+
+
+def _softcap_ce_fwd(logits, targets, weights, softcap):
+    loss, lse, terms = softcap_ce_forward(logits, targets, weights, softcap)
+    return loss, (logits, targets, weights, lse, terms)
+
+
+def _softcap_ce_bwd(softcap, residuals, dloss):
+    logits, targets, weights, lse, terms = residuals
+    dloss = dloss.astype(jnp.float32)
+    dlogits = softcap_ce_backward(logits, targets, weights, lse, dloss, softcap)
+    # d loss_i / d w_k = terms[i, k]; the schedule's weights never need it, and XLA drops it when unused.
+    return dlogits, None, dloss @ terms
+
+
+_softcap_ce.defvjp(_softcap_ce_fwd, _softcap_ce_bwd)
+
+
+def _check_softcap(softcap: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(softcap) if isinstance(softcap, (tuple, list)) else ()
+    if len(values) != 3 or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in values):
+        raise ValueError(f"cross_entropy: softcap must be three numbers (a, b, c) as in ModelConfig.softcap, got {softcap!r}")
+    cap, _, temperature = (float(x) for x in values)
+    if not 0 < cap <= MAX_CAP or temperature <= 0:
+        raise ValueError(
+            f"cross_entropy: the triton kernel needs 0 < a <= {MAX_CAP} and c > 0 in softcap (a, b, c), got {softcap!r}"
+        )
+    return tuple(float(x) for x in values)
+
+
+def cross_entropy(
+    logits: jax.Array, targets: jax.Array, mtp_weights: jax.Array, *, softcap: tuple[float, float, float]
+) -> jax.Array:
+    """Per-row soft-capped multi-token CE loss (T,) f32 of logits (T, V) bf16, targets (T,) int and mtp_weights (K,).
+
+    Differentiable in the logits through the custom VJP (the caller sums the rows, SPEC §2.1).
+    """
+    checked = _check_softcap(softcap)
+    if logits.ndim != 2 or logits.dtype != jnp.bfloat16:
+        raise ValueError(f"cross_entropy: logits must be a (T, V) bfloat16 array, got {logits.shape} {logits.dtype}")
+    if targets.shape != logits.shape[:1] or not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise ValueError(f"cross_entropy: targets must be ({logits.shape[0]},) integers, got {targets.shape} {targets.dtype}")
+    if mtp_weights.ndim != 1 or mtp_weights.shape[0] < 1:
+        raise ValueError(f"cross_entropy: mtp_weights must be a non-empty 1-D array (zero-padded), got {mtp_weights.shape}")
+    return _softcap_ce(logits, targets.astype(jnp.int32), mtp_weights.astype(jnp.float32), checked)

@@ -1,0 +1,351 @@
+"""The dense jax-triton kernels: FP8 LM head, fused ReLU² MLP, fused soft-capped MTP cross entropy (jaxrun.kernels).
+
+CPU: input checks, the FP8 rounding helper and the bf16 head against numpy/ml_dtypes. GPU (marked `gpu`, skipped
+without an NVIDIA GPU and jax-triton): outputs and gradients against references written here from SPEC §1.8, §1.9,
+§2.1 (numpy on small odd shapes; fp32 JAX on the record shapes, whose numpy reference would take minutes).
+"""
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import jax
+import jax.numpy as jnp
+
+from jaxrun.config import CONFIG_DIR, load_config
+from jaxrun.kernels import fp8_head, relu2_mlp, softcap_ce
+from jaxrun.kernels.triton_runtime import MatmulTiles
+
+MODEL = load_config(CONFIG_DIR / "record60.py").model
+SCALES = MODEL.fp8_scales
+SOFTCAP = MODEL.softcap
+RECORD_T = (16_384, 32_768, 49_152)  # tokens per device in the three training phases (SPEC §4)
+EVAL_T = 262_144  # validation chunk (SPEC §2.2)
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _has_gpu_kernels() -> bool:
+    try:
+        import jax_triton  # noqa: F401
+    except ImportError:
+        return False
+    return jax.default_backend() == "gpu"
+
+
+gpu = pytest.mark.skipif(not _has_gpu_kernels(), reason="needs an NVIDIA GPU with triton and jax-triton")
+
+
+def rel_err(got, ref) -> float:
+    got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
+    assert np.isfinite(got).all(), "non-finite values in the kernel output"
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# CPU: input checks and helpers
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_quantize_rounds_once_and_clamps_like_ml_dtypes():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(4096) * 200).astype(np.float32)
+    x[:4] = [1e6, -1e6, 448.0 * 0.5, -3.0]
+    scale = 0.5
+    got = np.asarray(fp8_head.quantize(jnp.asarray(x), scale, jnp.float8_e4m3fn)).astype(np.float32)
+    ref = np.clip(x / np.float32(scale), -448, 448).astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
+    np.testing.assert_array_equal(got, ref)
+    assert got[0] == 448 and got[1] == -448  # clamped, not NaN (e4m3fn has no infinity)
+    g = np.asarray(fp8_head.quantize(jnp.asarray(x), 0.01, jnp.float8_e5m2)).astype(np.float32)
+    g_ref = np.clip(x / np.float32(0.01), -57344, 57344).astype(ml_dtypes.float8_e5m2).astype(np.float32)
+    np.testing.assert_array_equal(g, g_ref)
+
+
+def test_bf16_eval_head_is_a_plain_product():
+    rng = np.random.default_rng(1)
+    h = rng.standard_normal((5, 3, 64)).astype(ml_dtypes.bfloat16)
+    w = rng.standard_normal((40, 64)).astype(ml_dtypes.bfloat16)
+    got = fp8_head.lm_head(jnp.asarray(h), jnp.asarray(w), fp8=False, scales=SCALES)
+    assert got.shape == (5, 3, 40) and got.dtype == jnp.bfloat16
+    ref = h.astype(np.float32) @ w.astype(np.float32).T
+    assert rel_err(got, ref) < 1e-2
+
+
+def test_tiles_cover_ragged_shapes():
+    tiles = MatmulTiles(block_m=128, block_n=256, block_k=64, group_m=8, num_warps=8, num_stages=3)
+    assert tiles.grid(300, 520) == (3 * 3,)
+    assert tiles.grid(16_384, 50_304) == (128 * 197,)
+    assert tiles.meta() == {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8}
+
+
+def test_lm_head_rejects_bad_input():
+    h, w = jnp.zeros((4, 8), jnp.bfloat16), jnp.zeros((16, 8), jnp.bfloat16)
+    with pytest.raises(ValueError, match="same D"):
+        fp8_head.lm_head(h, jnp.zeros((16, 6), jnp.bfloat16), fp8=True, scales=SCALES)
+    with pytest.raises(ValueError, match="floating-point"):
+        fp8_head.lm_head(h.astype(jnp.int32), w, fp8=True, scales=SCALES)
+    for bad in [(1.0, 2.0), (1.0, -1.0, 1.0), (1.0, float("nan"), 1.0), "abc"]:
+        with pytest.raises(ValueError, match="three positive numbers"):
+            fp8_head.lm_head(h, w, fp8=True, scales=bad)
+
+
+def test_mlp_rejects_bad_input():
+    u, fc = jnp.zeros((4, 8), jnp.bfloat16), jnp.zeros((32, 8), jnp.bfloat16)
+    with pytest.raises(ValueError, match="fc \\(F, D\\) and proj \\(F, D\\)"):
+        relu2_mlp.mlp(u, fc, jnp.zeros((32, 6), jnp.bfloat16))
+    with pytest.raises(ValueError, match="fc \\(F, D\\) and proj \\(F, D\\)"):
+        relu2_mlp.mlp(jnp.zeros((4, 6), jnp.bfloat16), fc, fc)
+    with pytest.raises(ValueError, match="cast it to bfloat16"):
+        relu2_mlp.mlp(u.astype(jnp.float32), fc, fc)
+
+
+def test_cross_entropy_rejects_bad_input():
+    logits, targets, weights = jnp.zeros((6, 10), jnp.bfloat16), jnp.zeros(6, jnp.int32), jnp.ones(3, jnp.float32)
+    with pytest.raises(ValueError, match="bfloat16"):
+        softcap_ce.cross_entropy(logits.astype(jnp.float32), targets, weights, softcap=SOFTCAP)
+    with pytest.raises(ValueError, match="targets must be \\(6,\\) integers"):
+        softcap_ce.cross_entropy(logits, targets[:5], weights, softcap=SOFTCAP)
+    with pytest.raises(ValueError, match="targets must be"):
+        softcap_ce.cross_entropy(logits, targets.astype(jnp.float32), weights, softcap=SOFTCAP)
+    with pytest.raises(ValueError, match="mtp_weights"):
+        softcap_ce.cross_entropy(logits, targets, weights[None], softcap=SOFTCAP)
+    with pytest.raises(ValueError, match="three numbers"):
+        softcap_ce.cross_entropy(logits, targets, weights, softcap=(23.0, 5.0))
+    for bad in [(100.0, 5.0, 7.5), (23.0, 5.0, 0.0), (-1.0, 5.0, 7.5)]:
+        with pytest.raises(ValueError, match="0 < a <="):
+            softcap_ce.cross_entropy(logits, targets, weights, softcap=bad)
+
+
+@pytest.mark.skipif(_has_gpu_kernels(), reason="checks the error raised where the kernels cannot run")
+def test_triton_ops_say_where_they_run():
+    h, w = jnp.zeros((4, 8), jnp.bfloat16), jnp.zeros((16, 8), jnp.bfloat16)
+    with pytest.raises(RuntimeError, match="'xla' backend"):
+        fp8_head.lm_head(h, w, fp8=True, scales=SCALES)
+    with pytest.raises(RuntimeError, match="'xla' backend"):
+        relu2_mlp.mlp(h, jnp.zeros((32, 8), jnp.bfloat16), jnp.zeros((32, 8), jnp.bfloat16))
+    with pytest.raises(RuntimeError, match="'xla' backend"):
+        softcap_ce.cross_entropy(jnp.zeros((4, 16), jnp.bfloat16), jnp.zeros(4, jnp.int32), jnp.ones(3), softcap=SOFTCAP)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# References from SPEC (independent of the kernels)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _q(x, scale, dtype, limit):
+    """SPEC §1.9 / §14.2: x / scale in fp32, clamped to the format's range, rounded once."""
+    return jnp.clip(x.astype(jnp.float32) / scale, -limit, limit).astype(dtype)
+
+
+def _fp8_head_reference(h, w, dlogits):
+    """(logits, dh, dW) of SPEC §1.9 with fp32 products of the quantised operands."""
+    xs, ws, gs = SCALES
+    xq = _q(h, xs, jnp.float8_e4m3fn, 448).astype(jnp.float32)
+    wq = _q(w, ws, jnp.float8_e4m3fn, 448).astype(jnp.float32)
+    gq = _q(dlogits, gs, jnp.float8_e5m2, 57344).astype(jnp.float32)
+    logits = (jnp.dot(xq, wq.T, precision=HIGHEST) * (xs * ws)).astype(jnp.bfloat16)
+    dh = (jnp.dot(gq, wq, precision=HIGHEST) * (gs * ws)).astype(jnp.bfloat16)
+    dw = (jnp.dot(gq.T, xq, precision=HIGHEST) * (gs * xs)).astype(jnp.bfloat16)
+    return logits, dh, dw
+
+
+def _mlp_reference(u, fc, proj, g):
+    """SPEC §1.8 / §14.3 rounding points, fp32 products: (out, du, dfc, dproj, pre, post)."""
+    f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
+    pre = jnp.dot(f32(u), f32(fc).T, precision=HIGHEST).astype(jnp.bfloat16)
+    post = (jnp.maximum(f32(pre), 0) ** 2).astype(jnp.bfloat16)
+    out = jnp.dot(f32(post), f32(proj), precision=HIGHEST).astype(jnp.bfloat16)
+    d_post = jnp.dot(f32(g), f32(proj).T, precision=HIGHEST).astype(jnp.bfloat16)
+    d_pre = (2 * f32(d_post) * jnp.maximum(f32(pre), 0)).astype(jnp.bfloat16)
+    du = jnp.dot(f32(d_pre), f32(fc), precision=HIGHEST)
+    dfc = jnp.dot(f32(d_pre).T, f32(u), precision=HIGHEST)
+    dproj = jnp.dot(f32(post).T, f32(g), precision=HIGHEST)
+    return out, du, dfc, dproj, pre, post
+
+
+def _ce_reference(logits, targets, weights, g):
+    """SPEC §2.1 in fp32: (row loss, d_logits, d_weights); a, b, c from the record config."""
+    a, b, c = SOFTCAP
+    t, v = logits.shape
+    sig = jax.nn.sigmoid((logits.astype(jnp.float32) + b) / c)
+    z = a * sig
+    lse = jax.scipy.special.logsumexp(z, axis=1)
+    loss, hits, weight_sum, d_weights = jnp.zeros(t), 0.0, 0.0, []
+    rows, cols = jnp.arange(t), jnp.arange(v)
+    for k in range(weights.shape[0]):
+        valid = rows + k < t
+        tgt = targets[jnp.minimum(rows + k, t - 1)]
+        term = jnp.where(valid, lse - z[rows, tgt], 0.0)
+        loss += weights[k] * term
+        d_weights.append(jnp.sum(g * term))
+        w_k = jnp.where(valid, weights[k], 0.0)[:, None]
+        weight_sum += w_k
+        hits += jnp.where(cols[None, :] == tgt[:, None], w_k, 0.0)
+    p = jnp.exp(z - lse[:, None])
+    d_logits = g[:, None] * (weight_sum * p - hits) * (z * (1 - sig) / c)
+    return loss, d_logits, jnp.stack(d_weights)
+
+
+def _random(key, shape, scale=1.0, dtype=jnp.bfloat16):
+    return (jax.random.normal(key, shape, jnp.float32) * scale).astype(dtype)
+
+
+def _value_and_vjp(f, *args):
+    """jit(f)(*primals) and its VJP at the cotangent given last, in one compiled call."""
+
+    def run(*a):
+        out, vjp = jax.vjp(f, *a[:-1])
+        return out, vjp(a[-1])
+
+    return jax.jit(run)(*args)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# GPU: FP8 LM head
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _check_fp8_head(t, v, d, seed):
+    kh, kw, kg = jax.random.split(jax.random.key(seed), 3)
+    h = _random(kh, (t, d))  # like rms-normed hidden states: |h / x_scale| stays far below 448
+    w = _random(kw, (v, d), 0.005)  # SPEC §1.3 init scale
+    dlogits = _random(kg, (t, v), 0.05)
+    logits, (dh, dw) = _value_and_vjp(lambda h, w: fp8_head.lm_head(h, w, fp8=True, scales=SCALES), h, w, dlogits)
+    ref_logits, ref_dh, ref_dw = jax.jit(_fp8_head_reference)(h, w, dlogits)
+    assert logits.dtype == dh.dtype == dw.dtype == jnp.bfloat16
+    assert rel_err(logits, ref_logits) < 1e-2
+    assert rel_err(dh, ref_dh) < 1e-2
+    assert rel_err(dw, ref_dw) < 1e-2
+
+
+@pytest.mark.gpu
+@gpu
+def test_fp8_head_ragged_shapes():
+    _check_fp8_head(t=200, v=520, d=192, seed=0)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("t", RECORD_T)
+def test_fp8_head_record_shapes(t):
+    _check_fp8_head(t=t, v=MODEL.vocab_size, d=MODEL.model_dim, seed=t)
+
+
+@pytest.mark.gpu
+@gpu
+def test_fp8_matmul_against_numpy():
+    """The raw kernel in all three uses against numpy, with e5m2 rounding done in the kernel."""
+    rng = np.random.default_rng(2)
+    m, n, k = 136, 264, 200
+    e4, e5 = ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2
+    a = (rng.standard_normal((m, k)) * 4).astype(e4)
+    b = (rng.standard_normal((n, k)) * 4).astype(e4)
+    tiles = fp8_head.GRAD_INPUT_TILES
+    got = fp8_head.scaled_fp8_matmul(jnp.asarray(a), jnp.asarray(b), out_scale=0.5, fast_accum=True, tiles=tiles)
+    assert rel_err(got, a.astype(np.float32) @ b.astype(np.float32).T * 0.5) < 1e-2
+    g = (rng.standard_normal((m, k)) * 0.05).astype(ml_dtypes.bfloat16)
+    gq = np.clip(g.astype(np.float32) / np.float32(0.01), -57344, 57344).astype(e5).astype(np.float32)
+    got = fp8_head.scaled_fp8_matmul(jnp.asarray(g), jnp.asarray(b), out_scale=3.0, fast_accum=False, tiles=tiles,
+                                     a_quant_scale=0.01)  # fmt: skip
+    assert rel_err(got, gq @ b.astype(np.float32).T * 3.0) < 1e-2
+    got = fp8_head.scaled_fp8_matmul(jnp.asarray(g.T.copy()), jnp.asarray(b), out_scale=3.0, fast_accum=False,
+                                     tiles=tiles, a_transposed=True, a_quant_scale=0.01)  # fmt: skip
+    assert rel_err(got, gq @ b.astype(np.float32).T * 3.0) < 1e-2
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# GPU: ReLU² MLP
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _check_mlp(t, f, d, seed, backward=True):
+    ku, kf, kp, kg = jax.random.split(jax.random.key(seed), 4)
+    u = _random(ku, (t, d))
+    fc = _random(kf, (f, d), d**-0.5)
+    proj = _random(kp, (f, d), f**-0.5)
+    g = _random(kg, (t, d))
+    ref_out, ref_du, ref_dfc, ref_dproj, ref_pre, ref_post = jax.jit(_mlp_reference)(u, fc, proj, g)
+    pre, post = jax.jit(relu2_mlp.relu2_matmul)(u, fc)
+    # pre differs from the fp32 reference only where summation order moves a value across a bf16 rounding boundary.
+    assert rel_err(pre, ref_pre) < 2e-3 and rel_err(post, ref_post) < 4e-3
+    if not backward:
+        assert rel_err(jax.jit(relu2_mlp.mlp)(u, fc, proj), ref_out) < 1e-2
+        return
+    out, (du, dfc, dproj) = _value_and_vjp(relu2_mlp.mlp, u, fc, proj, g)
+    assert out.dtype == du.dtype == dfc.dtype == dproj.dtype == jnp.bfloat16
+    for got, ref in ((out, ref_out), (du, ref_du), (dfc, ref_dfc), (dproj, ref_dproj)):
+        assert rel_err(got, ref) < 1e-2
+
+
+@pytest.mark.gpu
+@gpu
+def test_mlp_ragged_shapes():
+    _check_mlp(t=200, f=520, d=192, seed=0)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("t", RECORD_T)
+def test_mlp_record_shapes(t):
+    _check_mlp(t=t, f=MODEL.mlp_hidden, d=MODEL.model_dim, seed=t)
+
+
+@pytest.mark.gpu
+@gpu
+def test_mlp_eval_shape_forward():
+    _check_mlp(t=EVAL_T, f=MODEL.mlp_hidden, d=MODEL.model_dim, seed=1, backward=False)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# GPU: soft-capped MTP cross entropy
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _check_ce(t, v, weights, seed, logit_scale=2.0):
+    kl, kt, kg = jax.random.split(jax.random.key(seed), 3)
+    logits = _random(kl, (t, v), logit_scale)
+    targets = jax.random.randint(kt, (t,), 0, v, jnp.int32)
+    g = jax.random.uniform(kg, (t,), jnp.float32, 0.5, 1.5)
+    weights = jnp.asarray(weights, jnp.float32)
+    ce = lambda lg, w: softcap_ce.cross_entropy(lg, targets, w, softcap=SOFTCAP)  # noqa: E731
+    loss, (d_logits, d_weights) = _value_and_vjp(ce, logits, weights, g)
+    ref_loss, ref_d_logits, ref_d_weights = jax.jit(_ce_reference)(logits, targets, weights, g)
+    np.testing.assert_allclose(np.asarray(loss), np.asarray(ref_loss), rtol=2e-5, atol=2e-4)
+    assert d_logits.dtype == jnp.bfloat16
+    assert rel_err(d_logits, ref_d_logits) < 1e-2
+    np.testing.assert_allclose(np.asarray(d_weights), np.asarray(ref_d_weights), rtol=1e-4)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize(
+    "t, v, weights",
+    [(7, 1000, (1.0, 0.5, 0.25)), (2, 300, (1.0, 0.5, 0.25)), (9, 4096 * 2 + 128, (0.7, -0.2, 0.0)), (5, 50, (1.0,))],
+)
+def test_cross_entropy_small_shapes(t, v, weights):
+    """Ragged vocab tails, sequences shorter than the MTP depth, a negative weight, a single weight."""
+    _check_ce(t, v, weights, seed=t * v)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("t", RECORD_T)
+def test_cross_entropy_record_shapes(t):
+    _check_ce(t, MODEL.vocab_size, (1.0, 0.5, 0.25), seed=t)
+
+
+@pytest.mark.gpu
+@gpu
+def test_cross_entropy_eval_shape():
+    """262,144 rows x 50,304 columns (26 GB of bf16 logits), next-token weights: rows checked at both ends."""
+    t, v, rows = EVAL_T, MODEL.vocab_size, 2048
+    kl, ks, kt = jax.random.split(jax.random.key(3), 3)
+    # Random rows repeated with random per-row scales: random bits for all 13 G logits would not fit in memory.
+    base = _random(kl, (8192, v), 2.0)
+    make = jax.jit(lambda base, s: (jnp.tile(base, (t // 8192, 1)) * s[:, None]).astype(jnp.bfloat16))
+    logits = make(base, jax.random.uniform(ks, (t,), jnp.float32, 0.5, 1.5).astype(jnp.bfloat16))
+    targets = jax.random.randint(kt, (t,), 0, v, jnp.int32)
+    weights = jnp.asarray([1.0, 0.0, 0.0], jnp.float32)
+    loss = jax.jit(lambda lg: softcap_ce.cross_entropy(lg, targets, weights, softcap=SOFTCAP))(logits)
+    for part in (slice(0, rows), slice(t - rows, t)):
+        ref, _, _ = jax.jit(_ce_reference)(logits[part], targets[part], weights, jnp.ones(rows))
+        np.testing.assert_allclose(np.asarray(loss[part]), np.asarray(ref), rtol=2e-5, atol=2e-4)
