@@ -1,0 +1,359 @@
+"""The heavy ops of the model, one function each, and the registry of their backends.
+
+Every op has an ``xla`` implementation here, written in plain JAX from SPEC: it is the reference that the kernel tests
+trust and what CPU runs use. GPU backends (jax-triton kernels in ``jaxrun.kernels``, cuDNN attention) implement the
+same signatures and are listed in ``BACKENDS`` as "module:function" strings, imported on first use, so importing this
+module never imports jax_triton. The config picks a backend per op (``ModelConfig.backends``); the model calls
+``get(op, cfg.backend(op))``.
+
+Signatures (every backend keeps them exactly):
+    attention(q, k, v, seg_ids, scale, *, window) -> out               (T, H, d) bf16, SPEC §1.5-1.6, §5.4
+    lm_head(h, w, *, fp8, scales) -> logits                             (T, V) bf16, SPEC §1.9
+    mlp(u, fc, proj) -> out                                             (T, D) bf16, SPEC §1.8, §14.3
+    cross_entropy(logits, targets, mtp_weights, *, softcap) -> loss     (T,) f32 per row, SPEC §2.1
+``eval_loss`` (SPEC §2.2) is the chunked driver around a head and a cross entropy of any backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+OPS = ("attention", "lm_head", "mlp", "cross_entropy")
+
+# (op, backend) -> "module:function". GPU backends are imported lazily by get().
+BACKENDS: Mapping[tuple[str, str], str] = MappingProxyType(
+    {
+        ("attention", "xla"): "jaxrun.ops:attention_xla",
+        ("attention", "triton"): "jaxrun.kernels.flash_attention:attention",
+        ("attention", "cudnn"): "jaxrun.kernels.cudnn_attention:attention",
+        ("lm_head", "xla"): "jaxrun.ops:lm_head_xla",
+        ("lm_head", "triton"): "jaxrun.kernels.fp8_head:lm_head",
+        ("mlp", "xla"): "jaxrun.ops:mlp_xla",
+        ("mlp", "triton"): "jaxrun.kernels.relu2_mlp:mlp",
+        ("cross_entropy", "xla"): "jaxrun.ops:cross_entropy_xla",
+        ("cross_entropy", "triton"): "jaxrun.kernels.softcap_ce:cross_entropy",
+    }
+)
+
+# Query/key block of the block-banded xla attention (SPEC §13), and how many fp32 scores one pass may hold
+# (larger problems run as a sequential map over groups of query blocks, so memory stays bounded for T = 262,144).
+ATTENTION_BLOCK = 128
+_MAX_SCORES_PER_PASS = 1 << 27
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend that cannot be imported here (e.g. a GPU kernel on a CPU machine)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def auto_backend(op: str, measured: Mapping[str, str] | None = None) -> str:
+    """The backend "auto" stands for: the fastest one measured on this GPU (``measured``: op -> backend, as the
+    benchmark reports it), else ``xla``."""
+    _check_op(op)
+    return dict(measured or {}).get(op, "xla")
+
+
+def get(op: str, backend: str, *, measured: Mapping[str, str] | None = None) -> Callable:
+    """The implementation of ``op`` in ``backend`` ("xla", "triton", "cudnn" or "auto"), imported on first use."""
+    _check_op(op)
+    if backend == "auto":
+        backend = auto_backend(op, measured)
+    target = BACKENDS.get((op, backend))
+    if target is None:
+        known = sorted(b for o, b in BACKENDS if o == op)
+        raise ValueError(f"unknown backend {backend!r} for op {op!r}; known: {', '.join(known)} or 'auto' "
+                         f"(set it with --set model.backends=...)")
+    module_name, _, function_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, function_name)
+    except Exception as err:  # an ImportError, or a kernel package failing to initialise without a GPU
+        raise BackendUnavailableError(
+            f"backend {backend!r} of op {op!r} ({target}) is not available here: {type(err).__name__}: {err}. "
+            f"GPU backends need a GPU with jax-triton installed; on CPU use 'xla' "
+            f"(--set \"model.backends=(('attention','xla'),('lm_head','xla'),('mlp','xla'),('cross_entropy','xla'))\")."
+        ) from err
+
+
+def _check_op(op: str) -> None:
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; the ops are {', '.join(OPS)}")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Attention: document-masked, causal, sliding window (SPEC §1.5.6, §5.4), block-banded (SPEC §13)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def attention_xla(q, k, v, seg_ids, scale, *, window: int, block: int = ATTENTION_BLOCK):
+    """Row i sees key j iff seg_ids[j] == seg_ids[i] and i - window <= j <= i. q, k, v (T, H, d) bf16; seg_ids (T,)
+    int32; scale f32 0-d (traced: YaRN changes it). fp32 softmax; probabilities rounded to bf16 for the value product
+    (as flash attention does); bf16 out.
+
+    The sequence is cut into blocks of ``block`` rows; query block b attends to key blocks b - ceil(window / block) ... b,
+    so memory and work grow with T * window, never T * T. The scores are recomputed in the backward (jax.checkpoint)
+    instead of being stored.
+    """
+    _check(q.ndim == 3 and q.shape == k.shape == v.shape,
+           f"attention: q, k, v must have the same shape (T, H, d), got {q.shape}, {k.shape}, {v.shape}")
+    _check(seg_ids.shape == q.shape[:1], f"attention: seg_ids must have shape ({q.shape[0]},), got {seg_ids.shape}")
+    _check(isinstance(window, int) and window >= 0, f"attention: window must be a static int >= 0 (rows), got {window!r}")
+    _check(isinstance(block, int) and block > 0, f"attention: block must be a positive int, got {block!r}")
+    seq_len, heads, head_dim = q.shape
+    num_blocks = -(-seq_len // block)
+    back = -(-window // block)  # key blocks before the query's own block
+    pad = num_blocks * block - seq_len
+
+    def blocks(x):  # (T, ...) -> (num_blocks, block, ...), tail padded (padded keys lie after every real query)
+        x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
+        return x.reshape((num_blocks, block) + x.shape[1:])
+
+    def with_history(x):  # prepend `back` blocks of padding so every query block has the same band shape
+        return jnp.pad(blocks(x), [(back, 0)] + [(0, 0)] * (x.ndim))
+
+    q_blocks, q_seg = blocks(q), blocks(seg_ids)
+    k_hist, v_hist, k_seg = with_history(k), with_history(v), with_history(seg_ids)
+    scale = jnp.asarray(scale, jnp.float32)
+
+    @jax.checkpoint
+    def one_block(args):
+        b, qb, qs = args
+        kb = lax.dynamic_slice_in_dim(k_hist, b, back + 1).reshape(((back + 1) * block, heads, head_dim))
+        vb = lax.dynamic_slice_in_dim(v_hist, b, back + 1).reshape(((back + 1) * block, heads, head_dim))
+        ks = lax.dynamic_slice_in_dim(k_seg, b, back + 1).reshape(-1)
+        q_pos = b * block + jnp.arange(block)
+        k_pos = (b - back) * block + jnp.arange((back + 1) * block)
+        visible = ((qs[:, None] == ks[None, :]) & (k_pos[None, :] <= q_pos[:, None])
+                   & (q_pos[:, None] - k_pos[None, :] <= window) & (k_pos[None, :] >= 0))
+        s = jnp.einsum("qhd,khd->hqk", qb, kb, preferred_element_type=jnp.float32) * scale
+        s = jnp.where(visible[None], s, -jnp.inf)  # every row sees itself, so the max is finite
+        m = jnp.max(s, axis=-1, keepdims=True)
+        p = jnp.exp(s - m)
+        denom = jnp.sum(p, axis=-1)
+        o = jnp.einsum("hqk,khd->qhd", p.astype(v.dtype), vb, preferred_element_type=jnp.float32)
+        return (o / denom.T[:, :, None]).astype(q.dtype)
+
+    per_pass = max(1, _MAX_SCORES_PER_PASS // (heads * block * (back + 1) * block))
+    args = (jnp.arange(num_blocks), q_blocks, q_seg)
+    if per_pass >= num_blocks:
+        out = jax.vmap(one_block)(args)
+    else:
+        out = lax.map(one_block, args, batch_size=per_pass)
+    return out.reshape((num_blocks * block, heads, head_dim))[:seq_len]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# LM head: FP8 in training (SPEC §1.9, §14.2), bf16 in evaluation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def lm_head_xla(h, w, *, fp8: bool, scales: tuple[float, float, float]):
+    """logits = h w^T, (T, D) x (V, D) -> (T, V) bf16. fp8=True: static-scale e4m3 operands, e5m2 gradient (SPEC §1.9);
+    fp8=False: the plain bf16 head of evaluation (``scales`` unused)."""
+    _check(h.ndim == 2 and w.ndim == 2 and h.shape[1] == w.shape[1],
+           f"lm_head: h must be (T, D) and w (V, D) with the same D, got {h.shape} and {w.shape}")
+    if not fp8:
+        return jnp.dot(h, w.T)
+    _check(len(scales) == 3 and all(s > 0 for s in scales),
+           f"lm_head: scales must be three positive floats (x, w, grad), got {scales!r}")
+    return _fp8_head(h, w, tuple(float(s) for s in scales))
+
+
+def _quantize(x, scale: float, dtype):
+    """x / scale formed in fp32, clamped to the format's range, rounded once (SPEC §14.2). The reference does not clamp
+    (in range by construction, SPEC §1.9 [NOTE]); clamping only avoids NaN/inf where it would have overflowed."""
+    limit = float(jnp.finfo(dtype).max)
+    return jnp.clip(x.astype(jnp.float32) / scale, -limit, limit).astype(dtype)
+
+
+def _fp8_dot(a, b, contract: tuple[int, int]):
+    return lax.dot_general(a, b, (((contract[0],), (contract[1],)), ((), ())), preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _fp8_head(h, w, scales):
+    return _fp8_head_fwd(h, w, scales)[0]
+
+
+def _fp8_head_fwd(h, w, scales):
+    x_scale, w_scale, _ = scales
+    xq = _quantize(h, x_scale, jnp.float8_e4m3fn)
+    wq = _quantize(w, w_scale, jnp.float8_e4m3fn)
+    logits = (_fp8_dot(xq, wq, (1, 1)) * (x_scale * w_scale)).astype(jnp.bfloat16)
+    return logits, (xq, wq)  # the backward uses the quantised copies (SPEC §1.9)
+
+
+def _fp8_head_bwd(scales, residuals, g):
+    x_scale, w_scale, g_scale = scales
+    xq, wq = residuals
+    gq = _quantize(g, g_scale, jnp.float8_e5m2)
+    dh = (_fp8_dot(gq, wq, (1, 0)) * (g_scale * w_scale)).astype(jnp.bfloat16)
+    dw = (_fp8_dot(gq, xq, (0, 0)) * (g_scale * x_scale)).astype(jnp.bfloat16)  # fp32 GEMM, stored as bf16 grad
+    return dh, dw
+
+
+_fp8_head.defvjp(_fp8_head_fwd, _fp8_head_bwd)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# ReLU² MLP with the reference's rounding points (SPEC §1.8, §14.3)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def mlp_xla(u, fc, proj):
+    """relu(u fc^T)^2 proj: u (T, D) bf16, fc and proj (F, D) bf16 (proj used untransposed). pre = u fc^T is rounded to
+    bf16, post = relu(pre)^2 from the bf16 pre is stored in bf16; the backward rounds d_post = g proj^T to bf16 and
+    forms d_pre = 2 relu(pre) d_post in bf16, as the fused kernel of the reference does."""
+    _check(u.ndim == 2 and fc.ndim == 2 and fc.shape == proj.shape and u.shape[1] == fc.shape[1],
+           f"mlp: u must be (T, D) and fc, proj (F, D), got {u.shape}, {fc.shape}, {proj.shape}")
+    return _mlp(u, fc, proj)
+
+
+def _relu2(pre):
+    return jnp.square(jnp.maximum(pre.astype(jnp.float32), 0.0)).astype(pre.dtype)
+
+
+@jax.custom_vjp
+def _mlp(u, fc, proj):
+    return jnp.dot(_relu2(jnp.dot(u, fc.T)), proj)
+
+
+def _mlp_fwd(u, fc, proj):
+    pre = jnp.dot(u, fc.T)
+    post = _relu2(pre)
+    return jnp.dot(post, proj), (u, fc, proj, pre, post)
+
+
+def _mlp_bwd(residuals, g):
+    u, fc, proj, pre, post = residuals
+    d_post = jnp.dot(g, proj.T)
+    d_pre = (2.0 * jnp.maximum(pre.astype(jnp.float32), 0.0) * d_post.astype(jnp.float32)).astype(pre.dtype)
+    return jnp.dot(d_pre, fc), jnp.dot(d_pre.T, u), jnp.dot(post.T, g)
+
+
+_mlp.defvjp(_mlp_fwd, _mlp_bwd)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Soft-capped cross entropy with multi-token prediction (SPEC §1.10, §2.1)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def softcap_logits(logits, softcap: tuple[float, float, float]):
+    """z = a * sigmoid((logits + b) / c), in fp32 from the bf16 logits (SPEC §1.10)."""
+    a, b, c = softcap
+    return a * jax.nn.sigmoid((logits.astype(jnp.float32) + b) / c)
+
+
+def cross_entropy_xla(logits, targets, mtp_weights, *, softcap: tuple[float, float, float]):
+    """Per-row loss_i = sum_k [i+k < T] w_k (lse_i - z_{i, targets[i+k]}) (T,) f32, z soft-capped in fp32, lse over all
+    V columns. Targets past the end of the sequence are dropped; document boundaries are not masked (SPEC §2.1)."""
+    _check(logits.ndim == 2, f"cross_entropy: logits must be (T, V), got {logits.shape}")
+    _check(targets.shape == logits.shape[:1], f"cross_entropy: targets must be ({logits.shape[0]},), got {targets.shape}")
+    _check(mtp_weights.ndim == 1, f"cross_entropy: mtp_weights must be 1-D (K,), got {mtp_weights.shape}")
+    _check(len(softcap) == 3, f"cross_entropy: softcap must be (a, b, c), got {softcap!r}")
+    return _softcap_ce(logits, targets, jnp.asarray(mtp_weights, jnp.float32), tuple(float(x) for x in softcap))
+
+
+def _mtp_targets(targets, mtp_weights):
+    """(T, K) target ids targets[i+k] (clamped in range) and weights w_k [i+k < T]."""
+    seq_len, depth = targets.shape[0], mtp_weights.shape[0]
+    idx = jnp.arange(seq_len)[:, None] + jnp.arange(depth)[None, :]
+    weights = jnp.where(idx < seq_len, mtp_weights[None, :], 0.0)
+    return targets[jnp.minimum(idx, seq_len - 1)], weights
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _softcap_ce(logits, targets, mtp_weights, softcap):
+    return _softcap_ce_fwd(logits, targets, mtp_weights, softcap)[0]
+
+
+def _softcap_ce_fwd(logits, targets, mtp_weights, softcap):
+    lse = jax.nn.logsumexp(softcap_logits(logits, softcap), axis=-1)
+    tgt, weights = _mtp_targets(targets, mtp_weights)
+    z_tgt = softcap_logits(jnp.take_along_axis(logits, tgt, axis=1), softcap)
+    loss = jnp.sum(weights * (lse[:, None] - z_tgt), axis=1)
+    return loss, (logits, targets, mtp_weights, lse)
+
+
+def _softcap_ce_bwd(softcap, residuals, g):
+    """d logits_ij = g_i (S_i p_ij - sum_k [i+k<T] w_k [j = tgt[i+k]]) (1/c) z_ij (1 - sigma_ij) (SPEC §2.1), bf16;
+    z recomputed from the logits, lse saved by the forward."""
+    logits, targets, mtp_weights, lse = residuals
+    a, b, c = softcap
+    tgt, weights = _mtp_targets(targets, mtp_weights)
+    sig = jax.nn.sigmoid((logits.astype(jnp.float32) + b) / c)
+    z = a * sig
+    p = jnp.exp(z - lse[:, None])
+    cols = lax.broadcasted_iota(jnp.int32, logits.shape, 1)
+    hits = sum(jnp.where(cols == tgt[:, k : k + 1], weights[:, k : k + 1], 0.0) for k in range(tgt.shape[1]))
+    total = jnp.sum(weights, axis=1, keepdims=True)
+    d_logits = (g[:, None] * (total * p - hits) * (z * (1.0 - sig) / c)).astype(logits.dtype)
+    z_tgt = softcap_logits(jnp.take_along_axis(logits, tgt, axis=1), softcap)
+    valid = (jnp.arange(targets.shape[0])[:, None] + jnp.arange(mtp_weights.shape[0])[None, :]) < targets.shape[0]
+    d_weights = jnp.sum(g[:, None] * valid * (lse[:, None] - z_tgt), axis=0)
+    return d_logits, None, d_weights
+
+
+_softcap_ce.defvjp(_softcap_ce_fwd, _softcap_ce_bwd)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Validation loss, chunked over tokens (SPEC §2.2)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def eval_loss(h, w, targets, *, chunk: int, head: Callable, cross_entropy: Callable):
+    """Mean next-token CE of the final hidden states h (T, D) against targets (T,), computed ``chunk`` tokens at a
+    time so a 262,144-token evaluation never holds its (T, V) logits at once. head(h_chunk, w) -> bf16 logits and
+    cross_entropy(logits, targets) -> per-row loss are the backends' ops with their static arguments bound (the model
+    binds the bf16 head and next-token-only weights)."""
+    _check(isinstance(chunk, int) and chunk > 0, f"eval_loss: chunk must be a positive int, got {chunk!r}")
+    _check(h.ndim == 2 and targets.shape == h.shape[:1],
+           f"eval_loss: h must be (T, D) and targets (T,), got {h.shape} and {targets.shape}")
+    seq_len = h.shape[0]
+    chunk = min(chunk, seq_len)
+    num_chunks = -(-seq_len // chunk)
+    pad = num_chunks * chunk - seq_len
+    h_chunks = jnp.pad(h, ((0, pad), (0, 0))).reshape(num_chunks, chunk, h.shape[1])
+    t_chunks = jnp.pad(targets, (0, pad)).reshape(num_chunks, chunk)
+    real = (jnp.arange(num_chunks * chunk) < seq_len).reshape(num_chunks, chunk)
+
+    def chunk_sum(args):
+        hc, tc, rc = args
+        return jnp.sum(jnp.where(rc, cross_entropy(head(hc, w), tc), 0.0))
+
+    return jnp.sum(lax.map(chunk_sum, (h_chunks, t_chunks, real))) / seq_len
+
+
+__all__ = [
+    "ATTENTION_BLOCK",
+    "BACKENDS",
+    "OPS",
+    "BackendUnavailableError",
+    "attention_xla",
+    "auto_backend",
+    "cross_entropy_xla",
+    "eval_loss",
+    "get",
+    "lm_head_xla",
+    "mlp_xla",
+    "softcap_logits",
+]
