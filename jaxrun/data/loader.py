@@ -25,26 +25,26 @@ from jaxrun.data.layout import check_local_ranks, cu_seqlens_length, padded_cu_s
 from jaxrun.data.plan import BosPlanIterator, RankPieces, StepPlan, TrainShards
 
 
-def rank_batch(tokens: np.ndarray, pieces: RankPieces, tokens_per_rank: int, cu_len: int) -> dict[str, np.ndarray]:
-    """One rank's row: inputs = buf[0:N], targets = buf[1:N+1], segment ids and cu_seqlens of its pieces."""
-    n = tokens_per_rank
-    offsets = np.cumsum(pieces.lengths) - pieces.lengths  # where each piece starts in the buffer
-    buf = tokens[np.repeat(pieces.starts - offsets, pieces.lengths) + np.arange(n + 1)]
+def fill_rank_row(batch: dict[str, np.ndarray], row: int, tokens: np.ndarray, pieces: RankPieces) -> None:
+    """Write one rank's row: inputs = buf[0:N], targets = buf[1:N+1], segment ids and cu_seqlens of its pieces."""
+    n = batch["inputs"].shape[1]
+    buf = np.concatenate([tokens[s : s + k] for s, k in zip(pieces.starts.tolist(), pieces.lengths.tolist())])
     seg_lengths = pieces.lengths.copy()
     seg_lengths[-1] -= 1  # the last piece's final token is only a target (SPEC §5.2)
-    return {
-        "inputs": buf[:-1].astype(np.int32),
-        "targets": buf[1:].astype(np.int32),
-        "seg_ids": np.repeat(np.arange(seg_lengths.size, dtype=np.int32), seg_lengths),
-        "cu_seqlens": padded_cu_seqlens(np.cumsum(seg_lengths), n, cu_len),
-    }
+    batch["inputs"][row] = buf[:-1]
+    batch["targets"][row] = buf[1:]
+    batch["seg_ids"][row] = np.repeat(np.arange(seg_lengths.size, dtype=np.int32), seg_lengths)
+    batch["cu_seqlens"][row] = padded_cu_seqlens(np.cumsum(seg_lengths), n, batch["cu_seqlens"].shape[1])
 
 
 def step_batch(plan: StepPlan, local_ranks: tuple[int, ...], tokens_per_rank: int, data_cfg: DataConfig) -> dict[str, np.ndarray]:
-    """The rows of ``local_ranks``, stacked: inputs/targets/seg_ids (R, N) and cu_seqlens (R, P), all int32."""
-    cu_len = cu_seqlens_length(tokens_per_rank, data_cfg)
-    rows = [rank_batch(plan.tokens, plan.ranks[r], tokens_per_rank, cu_len) for r in local_ranks]
-    return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
+    """The rows of ``local_ranks``: inputs/targets/seg_ids (R, N) and cu_seqlens (R, P), all int32."""
+    rows, n = len(local_ranks), tokens_per_rank
+    batch = {key: np.empty((rows, n), dtype=np.int32) for key in ("inputs", "targets", "seg_ids")}
+    batch["cu_seqlens"] = np.empty((rows, cu_seqlens_length(n, data_cfg)), dtype=np.int32)
+    for row, rank in enumerate(local_ranks):
+        fill_rank_row(batch, row, plan.tokens, plan.ranks[rank])
+    return batch
 
 
 def train_shard_paths(data_cfg: DataConfig) -> list[Path]:

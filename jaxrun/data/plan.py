@@ -29,7 +29,7 @@ from jaxrun.data.shards import read_shard
 class ShardIndex:
     """A training shard with its documents: start (BOS position) and usable length (capped at max_doc_len) of each."""
 
-    tokens: np.ndarray  # uint16, memory-mapped
+    tokens: np.ndarray  # uint16, a plain ndarray view of the memory-mapped shard (np.memmap slices are slow)
     starts: np.ndarray  # int64 (n,), BOS positions
     cum: np.ndarray  # int64 (n + 1,), cum[j] = usable tokens of documents 0 .. j-1
 
@@ -40,7 +40,7 @@ class ShardIndex:
         np.minimum(lengths, max_doc_len, out=lengths)
         cum = np.zeros(starts.size + 1, dtype=np.int64)
         np.cumsum(lengths, out=cum[1:])
-        return cls(tokens, starts, cum)
+        return cls(np.asarray(tokens), starts, cum)
 
     @property
     def num_docs(self) -> int:

@@ -157,7 +157,7 @@ def tokenize_corpus(
         train_docs: list[np.ndarray] = []  # kept only when later passes need them
         num_docs = train_count = 0
         sink = _ShardSink(staging, shard_tokens)
-        with _encoded(iter_documents(paths), workers or os.cpu_count() or 1) as encoded, tqdm(
+        with _encoded(iter_documents(paths), workers or len(os.sched_getaffinity(0))) as encoded, tqdm(
             encoded, desc="tokenize", unit=" docs", disable=None if progress is None else not progress
         ) as docs:
             for doc in docs:
