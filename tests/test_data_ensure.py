@@ -1,6 +1,5 @@
 """ensure_shards: validates present shards, tokenizes on first use when configured, otherwise names path and command."""
 
-import dataclasses
 import json
 from pathlib import Path
 

@@ -5,7 +5,6 @@ import lzma
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest

@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     tok.add_argument("--workers", type=int, default=None, help="encoding processes (default: all cores)")
 
     fw = commands.add_parser("fineweb", help="download FineWeb-10B GPT-2 shards (kjj0/fineweb10B-gpt2) from the Hugging Face Hub")
-    fw.add_argument("--train-shards", type=int, required=True, help="number of training shards (100M tokens each; the record uses ~6, 9 is customary)")
+    fw.add_argument("--train-shards", type=int, required=True,
+                    help="number of training shards (100M tokens each; the record reads ~6, 9 is customary)")
     fw.add_argument("--dir", default=DEFAULT_DIR, help="where the shards go (default %(default)s)")
     return parser
 

@@ -38,6 +38,9 @@ from jaxrun.data.tokenizer import gpt2_encoding
 DEFAULT_SHARD_TOKENS = 100_000_000  # FineWeb's shard size (SPEC §5.1)
 MAX_SHARD_TOKENS = 2**31 - 1  # the header stores the count as an int32
 SHARD_GLOB = "fineweb_*.bin"
+# Below this many input bytes one process encodes faster than a pool starts (each spawned worker re-imports the
+# caller's main module, e.g. jaxrun.train with JAX, when tokenizing on first use).
+POOL_MIN_INPUT_BYTES = 4_000_000
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,8 @@ def tokenize_corpus(
 ) -> TokenizeSummary:
     """Tokenize .txt / .jsonl / .jsonl.xz inputs into OUT_DIR's val and train shards (see the module docstring).
 
-    workers: encoding processes (default: all cores). progress: tqdm bar on stderr (None: only on a terminal).
+    workers: encoding processes (default: all cores, or 1 for inputs under POOL_MIN_INPUT_BYTES).
+    progress: tqdm bar on stderr (None: only on a terminal).
     announce: called with a one-line summary at the end.
     """
     t0 = time.perf_counter()
@@ -157,7 +161,10 @@ def tokenize_corpus(
         train_docs: list[np.ndarray] = []  # kept only when later passes need them
         num_docs = train_count = 0
         sink = _ShardSink(staging, shard_tokens)
-        with _encoded(iter_documents(paths), workers or len(os.sched_getaffinity(0))) as encoded, tqdm(
+        if workers is None:
+            small = sum(p.stat().st_size for p in paths) < POOL_MIN_INPUT_BYTES
+            workers = 1 if small else len(os.sched_getaffinity(0))
+        with _encoded(iter_documents(paths), workers) as encoded, tqdm(
             encoded, desc="tokenize", unit=" docs", disable=None if progress is None else not progress
         ) as docs:
             for doc in docs:
