@@ -11,7 +11,7 @@ from jaxrun.data.errors import DataError
 
 
 def check_local_ranks(local_ranks: Iterable[int], num_ranks: int) -> tuple[int, ...]:
-    """The virtual ranks this process produces sequences for (SPEC §3.6): distinct, in [0, num_ranks), in order."""
+    """The virtual ranks this process produces sequences for (SPEC §3.6): distinct, in [0, num_ranks); rows follow this order."""
     ranks = tuple(int(r) for r in local_ranks)
     if not ranks:
         raise DataError("local_ranks is empty: every process must own at least one virtual rank")
