@@ -1,0 +1,440 @@
+"""The record-#60 GPT (SPEC §1) as a Flax linen module with flat parameter banks.
+
+Parameters are one flat dict (the optimizer and the sharding rules find the banks by name):
+    qkvo (A, 4D, D), fc (L, F, D), proj (L, F, D), lm_head (V, D), embed (V, D), ve (num_value_embeds, V, D),
+    attn_gate_bank (A, H, gate_dim), ve_gate_bank (len(value_embed_layers), H, gate_dim), smear_gate (1, gate_dim),
+    skip_gate (1, gate_dim): bf16;  x0_lambdas (L,), scalars (num_scalars,): fp32.
+A is the number of attention layers; banks are indexed in layer order (ModelConfig.attention_layers,
+ModelConfig.value_embed_layers).
+
+One call runs ONE packed sequence (T tokens, documents marked by seg_ids); the train loop scans over micro-batches and
+devices. ``dyn`` carries the traced schedule values: rope_freqs (head_dim // 4,) f32 (the rotating frequencies after
+YaRN), attn_scale () f32, mtp_weights (K,) f32. ``windows`` = (short, long) in tokens and ``tied`` are static.
+
+Precision (SPEC §1.13, §14.1): bf16 activations and matmuls (fp32 accumulation); norms in fp32; every fuse-able
+pointwise chain (rotary, lambdas, smear, gates, value embeddings, skip, backout) computed in fp32 and rounded once.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrun import ops
+from jaxrun.config import ModelConfig
+from jaxrun.optim import MUON_PARAMS
+
+BF16 = jnp.bfloat16
+F32 = jnp.float32
+
+PARAM_NAMES = ("qkvo", "fc", "proj", "lm_head", "embed", "ve", "attn_gate_bank", "ve_gate_bank", "smear_gate",
+               "skip_gate", "x0_lambdas", "scalars")
+MATMUL_PARAMS = ("qkvo", "fc", "proj", "lm_head")  # the weights of the FLOP count (SPEC §1.12, §9)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Parameters (SPEC §1.3)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class ScalarLayout:
+    """Positions in ``scalars`` (SPEC §1.3): resid_lambda[0:L], (lambda_in, lambda_out) pairs [L:3L], then smear,
+    backout and skip lambdas; the rest is padding that is never read."""
+
+    def __init__(self, num_layers: int):
+        self.num_layers = num_layers
+        self.smear = 3 * num_layers
+        self.backout = 3 * num_layers + 1
+        self.skip = 3 * num_layers + 2
+
+    def resid(self, layer: int) -> int:
+        return layer
+
+    def sa_in(self, layer: int) -> int:
+        return self.num_layers + 2 * layer
+
+    def sa_out(self, layer: int) -> int:
+        return self.num_layers + 2 * layer + 1
+
+
+def initial_scalars(cfg: ModelConfig) -> np.ndarray:
+    lay = ScalarLayout(cfg.num_layers)
+    values = np.full(cfg.num_scalars, cfg.init_scalar_pad, np.float32)
+    for i in range(cfg.num_layers):
+        values[lay.resid(i)] = cfg.init_resid_lambda
+        values[lay.sa_in(i)], values[lay.sa_out(i)] = cfg.init_sa_lambda
+    values[lay.smear] = cfg.init_smear_lambda
+    values[lay.backout] = cfg.init_backout_lambda
+    values[lay.skip] = cfg.init_skip_lambda
+    return values
+
+
+def _uniform(bound: float):
+    return lambda key, shape, dtype: jax.random.uniform(key, shape, F32, -bound, bound).astype(dtype)
+
+
+def _normal(std: float):
+    return lambda key, shape, dtype: (std * jax.random.normal(key, shape, F32)).astype(dtype)
+
+
+def _zeros(key, shape, dtype):
+    return jnp.zeros(shape, dtype)
+
+
+def _qkvo_init(bound: float, model_dim: int):
+    """Q, K, V rows U(-bound, bound); O rows zero, so every attention block outputs 0 at init."""
+
+    def init(key, shape, dtype):
+        qkv = jax.random.uniform(key, shape[:-2] + (3 * model_dim, shape[-1]), F32, -bound, bound)
+        return jnp.concatenate([qkv, jnp.zeros(shape[:-2] + (model_dim, shape[-1]), F32)], axis=-2).astype(dtype)
+
+    return init
+
+
+def _param_specs(cfg: ModelConfig) -> dict[str, tuple[Callable, tuple[int, ...], jnp.dtype]]:
+    """name -> (init(key, shape, dtype), shape, dtype): the one table of parameter shapes and initialisations."""
+    D, V, F, H, G, L = cfg.model_dim, cfg.vocab_size, cfg.mlp_hidden, cfg.num_heads, cfg.gate_dim, cfg.num_layers
+    A = len(cfg.attention_layers)
+    scalars = initial_scalars(cfg)
+    return {
+        "qkvo": (_qkvo_init(cfg.init_attn_bound, D), (A, 4 * D, D), BF16),
+        "fc": (_uniform(cfg.init_fc_bound), (L, F, D), BF16),
+        "proj": (_zeros, (L, F, D), BF16),
+        "lm_head": (_normal(cfg.init_lm_head_std), (V, D), BF16),
+        # embed is overwritten by a copy of lm_head at the untie step and unused before (SPEC §1.3, §1.11); initialised
+        # like lm_head so an untied model from scratch is sensible too.
+        "embed": (_normal(cfg.init_lm_head_std), (V, D), BF16),
+        "ve": (_zeros, (cfg.num_value_embeds, V, D), BF16),
+        "attn_gate_bank": (_zeros, (A, H, G), BF16),
+        "ve_gate_bank": (_zeros, (len(cfg.value_embed_layers), H, G), BF16),
+        "smear_gate": (_zeros, (1, G), BF16),
+        "skip_gate": (_zeros, (1, G), BF16),
+        "x0_lambdas": (_zeros, (L,), F32),
+        "scalars": (lambda key, shape, dtype: jnp.asarray(scalars, dtype), scalars.shape, F32),
+    }
+
+
+def param_shapes(cfg: ModelConfig) -> dict[str, jax.ShapeDtypeStruct]:
+    return {name: jax.ShapeDtypeStruct(shape, dtype) for name, (_, shape, dtype) in _param_specs(cfg).items()}
+
+
+def check_config(cfg: ModelConfig) -> None:
+    """Layer-map consistency the model relies on (jaxrun.config.validate checks the rest)."""
+    attn = set(cfg.attention_layers)
+    bad = sorted(set(cfg.key_offset_layers) & set(cfg.paired_layers))
+    if bad:
+        raise ValueError(f"model.key_offset_layers {bad} are paired-head layers; the key offset is defined for "
+                         f"standard attention only (SPEC §1.5.4, §1.6)")
+    for layer, table in cfg.value_embed_layers:
+        if layer not in attn or not 0 <= table < cfg.num_value_embeds:
+            raise ValueError(f"model.value_embed_layers entry {(layer, table)}: the layer must have attention and the "
+                             f"table must be in [0, {cfg.num_value_embeds})")
+    if not 0 <= cfg.skip_from < cfg.skip_to < cfg.num_layers or not 0 <= cfg.backout_from < cfg.num_layers:
+        raise ValueError(f"model.skip_from ({cfg.skip_from}) < skip_to ({cfg.skip_to}) and backout_from "
+                         f"({cfg.backout_from}) must be layers in [0, {cfg.num_layers})")
+    if cfg.gate_dim > cfg.model_dim:
+        raise ValueError(f"model.gate_dim ({cfg.gate_dim}) cannot exceed model.model_dim ({cfg.model_dim})")
+    missing = [op for op in ops.OPS if op not in dict(cfg.backends)]
+    if missing:
+        raise ValueError(f"model.backends names no backend for {missing}; give each of {ops.OPS} one (e.g. 'xla')")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Building blocks (pure functions; the module below wires them together)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def rms_norm(x, eps: float):
+    """x / sqrt(mean(x^2) + eps) over the last axis, in fp32, no gain, cast back (SPEC §1.1)."""
+    x32 = x.astype(F32)
+    return (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)).astype(x.dtype)
+
+
+def gate_logits(x, gate_w):
+    """x[:, :gate_dim] gate_w^T as a bf16 matmul: (T, gate_dim) x (n, gate_dim) -> (T, n)."""
+    return jnp.dot(x[:, : gate_w.shape[-1]], gate_w.T)
+
+
+def rotary_omega(freqs, head_dim: int):
+    """Per-dimension angular frequency (head_dim,): f_k on dims 2k and 2k+1 for the head_dim/4 rotating pairs, 0 on
+    the stationary second half (half-truncated RoPE, SPEC §1.7)."""
+    return jnp.concatenate([jnp.repeat(freqs.astype(F32), 2), jnp.zeros(head_dim // 2, F32)])
+
+
+def rotary_tables(freqs, positions, head_dim: int):
+    """cos, sin of theta = position * omega, computed in fp32 and stored in bf16: (*positions.shape, head_dim)."""
+    theta = positions.astype(F32)[..., None] * rotary_omega(freqs, head_dim)
+    return jnp.cos(theta).astype(BF16), jnp.sin(theta).astype(BF16)
+
+
+def apply_rotary(x, cos, sin):
+    """out[2k] = cos x[2k] + sin x[2k+1], out[2k+1] = cos x[2k+1] - sin x[2k] (SPEC §1.7, §14.6): factor1 * x +
+    factor2 * x_flip with factor2's odd columns negated, one fused fp32 chain rounded to bf16 (§14.1)."""
+    x32 = x.astype(F32)
+    flipped = x32.reshape(x.shape[:-1] + (x.shape[-1] // 2, 2))[..., ::-1].reshape(x.shape)
+    sign = jnp.tile(jnp.array([1.0, -1.0], F32), x.shape[-1] // 2)
+    return (cos.astype(F32) * x32 + (sin.astype(F32) * sign) * flipped).astype(x.dtype)
+
+
+def rotate_standard(x, freqs):
+    """x (T, H, d) rotated at the absolute position t in the packed sequence (SPEC §1.5.3)."""
+    cos, sin = rotary_tables(freqs, jnp.arange(x.shape[0]), x.shape[-1])
+    return apply_rotary(x, cos[:, None, :], sin[:, None, :])
+
+
+def rotate_paired(x, freqs):
+    """x (T, H, d) -> (2T, H/2, d), SPEC §1.6.1-3: the (T, H/2, 2d) view rotated with the paired table (first half of
+    each 2d vector at position 2t, second half at 2t+1), then re-viewed row-major. Head h of token t lands in row
+    2t + h // (H/2), channel h mod (H/2), rotated at position 2t + h mod 2 ([NOTE] channel 1's heads are rotated at the
+    other row's position: reproduced by doing the same reshape)."""
+    seq_len, heads, head_dim = x.shape
+    positions = 2 * jnp.arange(seq_len)[:, None] + jnp.arange(2)[None, :]  # (T, 2): [2t, 2t+1]
+    cos, sin = rotary_tables(freqs, positions, head_dim)  # (T, 2, d)
+    pairs = x.reshape(seq_len, heads // 2, 2, head_dim)  # == the (T, H/2, 2d) view
+    rotated = apply_rotary(pairs, cos[:, None], sin[:, None])
+    return rotated.reshape(2 * seq_len, heads // 2, head_dim)
+
+
+def to_paired_rows(x):
+    """(T, H, ...) -> (2T, H/2, ...) by the row-major re-view of SPEC §1.6.3-4."""
+    return x.reshape((2 * x.shape[0], x.shape[1] // 2) + x.shape[2:])
+
+
+def from_paired_rows(x):
+    """(2T, H/2, d) -> (T, H, d), the inverse re-view (SPEC §1.6.6)."""
+    return x.reshape((x.shape[0] // 2, 2 * x.shape[1]) + x.shape[2:])
+
+
+def key_offset(k):
+    """k[t, dims d/4:d/2 and 3d/4:d] <- k[t-1, same dims] for t >= 1, from the pre-shift values (SPEC §1.5.4, §14.5).
+    [NOTE] these are the lowest-frequency rotating dims and half the stationary ones (the #58-#61 behaviour). Crosses
+    document boundaries on purpose."""
+    head_dim = k.shape[-1]
+    dims = jnp.arange(head_dim)
+    moved = ((dims >= head_dim // 4) & (dims < head_dim // 2)) | (dims >= 3 * head_dim // 4)
+    previous = jnp.concatenate([k[:1], k[:-1]], axis=0)
+    return jnp.where(moved, previous, k)
+
+
+def smear(e, smear_gate, smear_lambda):
+    """e'_t = e_t + smear_lambda * sigmoid(e_t[:gate_dim] smear_gate^T) e_{t-1} for t >= 1 (SPEC §1.4.2). The gate
+    reads the raw embedding. [NOTE] crosses document boundaries: a BOS is smeared with the previous document."""
+    gate = gate_logits(e[1:], smear_gate).astype(F32)
+    mixed = e[1:].astype(F32) + smear_lambda * jax.nn.sigmoid(gate) * e[:-1].astype(F32)
+    return jnp.concatenate([e[:1], mixed.astype(e.dtype)], axis=0)
+
+
+def add_value_embed(v, u, ve_gate, ve_rows):
+    """v + 2 sigmoid(u[:, :gate_dim] ve_gate^T) * ve_rows per token and head (SPEC §1.5.5): v, ve_rows (T, H, d)."""
+    gate = 2.0 * jax.nn.sigmoid(gate_logits(u, ve_gate).astype(F32))
+    return (v.astype(F32) + gate[..., None] * ve_rows.astype(F32)).astype(v.dtype)
+
+
+def output_gate(y, u, attn_gate):
+    """y * sigmoid(u[:, :gate_dim] attn_gate^T) per token and head (SPEC §1.5.7)."""
+    return (y.astype(F32) * jax.nn.sigmoid(gate_logits(u, attn_gate).astype(F32))[..., None]).astype(y.dtype)
+
+
+def scale_weight(w, lam):
+    """A 0-d fp32 lambda multiplied into a bf16 weight, rounded once (SPEC §1.5.1, §1.5.8)."""
+    return (w.astype(F32) * lam).astype(w.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class GPT(nn.Module):
+    cfg: ModelConfig
+
+    def setup(self):
+        self.p = {name: self.param(name, init, shape, dtype)
+                  for name, (init, shape, dtype) in _param_specs(self.cfg).items()}
+
+    def param_dict(self):
+        return dict(self.p)
+
+    def hidden(self, batch, dyn, windows: tuple[int, int], tied: bool):
+        """The final normalised hidden states h (T, D) bf16 (SPEC §1.4 steps 1-6, before the head)."""
+        cfg, p = self.cfg, self.p
+        lay = ScalarLayout(cfg.num_layers)
+        scalars, x0_lambdas = p["scalars"], p["x0_lambdas"]
+        tokens, seg_ids = batch["inputs"], batch["seg_ids"]
+        mlp = ops.get("mlp", cfg.backend("mlp"))
+
+        e = (p["lm_head"] if tied else p["embed"])[tokens]  # tied: the head is the input embedding (SPEC §1.11)
+        e = smear(e, p["smear_gate"], scalars[lay.smear])
+        x0 = rms_norm(e, cfg.rms_eps)
+        x = x0
+        saved = {}
+        for i in range(cfg.num_layers):
+            if i == cfg.skip_to:  # U-net skip, SPEC §1.4.4a
+                gate = 2.0 * jax.nn.sigmoid(gate_logits(x0, p["skip_gate"]).astype(F32))
+                x = (x.astype(F32) + jax.nn.sigmoid(scalars[lay.skip]) * gate * saved["skip"].astype(F32)).astype(BF16)
+            if i == 0:  # x == x0 here (SPEC §1.4.4b)
+                x = ((scalars[lay.resid(0)] + x0_lambdas[0]) * x.astype(F32)).astype(BF16)
+            else:
+                x = (scalars[lay.resid(i)] * x.astype(F32) + x0_lambdas[i] * x0.astype(F32)).astype(BF16)
+            if i in cfg.attention_layers:
+                x = x + self.attention(i, rms_norm(x, cfg.rms_eps), tokens, seg_ids, dyn, windows)
+            x = x + mlp(rms_norm(x, cfg.rms_eps), p["fc"][i], p["proj"][i])
+            if i == cfg.skip_from:
+                saved["skip"] = x
+            if i == cfg.backout_from:
+                saved["backout"] = x
+        x = (x.astype(F32) - scalars[lay.backout] * saved["backout"].astype(F32)).astype(BF16)  # SPEC §1.4.5
+        return rms_norm(x, cfg.rms_eps)
+
+    def attention(self, layer: int, u, tokens, seg_ids, dyn, windows):
+        """Standard (SPEC §1.5) or paired-head (SPEC §1.6) attention of one layer on u = rms(x) (T, D)."""
+        cfg, p = self.cfg, self.p
+        lay = ScalarLayout(cfg.num_layers)
+        seq_len, D, H, d = u.shape[0], cfg.model_dim, cfg.num_heads, cfg.head_dim
+        bank = cfg.attention_layers.index(layer)
+        w = p["qkvo"][bank]
+        w_qkv = scale_weight(w[: 3 * D], p["scalars"][lay.sa_in(layer)])  # lambda_in folded into the weight
+        w_o = scale_weight(w[3 * D :], p["scalars"][lay.sa_out(layer)])
+        qkv = jnp.dot(u, w_qkv.T).reshape(seq_len, 3, H, d)
+        q, k, v = rms_norm(qkv[:, 0], cfg.rms_eps), rms_norm(qkv[:, 1], cfg.rms_eps), qkv[:, 2]
+        ve_slots = [j for j, (lyr, _) in enumerate(cfg.value_embed_layers) if lyr == layer]
+        if ve_slots:
+            slot = ve_slots[0]
+            ve_rows = p["ve"][cfg.value_embed_layers[slot][1], tokens].reshape(seq_len, H, d)
+            v = add_value_embed(v, u, p["ve_gate_bank"][slot], ve_rows)
+        attention = ops.get("attention", cfg.backend("attention"))
+        freqs, scale = dyn["rope_freqs"], dyn["attn_scale"]
+        if layer in cfg.paired_layers:
+            # 2T interleaved rows, each token's two rows in its segment; window in rows, not doubled (SPEC §1.6.5).
+            y = attention(rotate_paired(q, freqs), rotate_paired(k, freqs), to_paired_rows(v),
+                          jnp.repeat(seg_ids, 2), scale, window=windows[0])
+            y = from_paired_rows(y)
+        else:
+            q, k = rotate_standard(q, freqs), rotate_standard(k, freqs)
+            if layer in cfg.key_offset_layers:
+                k = key_offset(k)
+            window = windows[1] if layer in cfg.long_window_layers else windows[0]
+            y = attention(q, k, v, seg_ids, scale, window=window)
+        y = output_gate(y, u, p["attn_gate_bank"][bank])
+        return jnp.dot(y.reshape(seq_len, D), w_o.T)
+
+    def train_loss(self, batch, dyn, windows, tied):
+        """SUM over rows of the soft-capped MTP cross entropy (SPEC §2.1), FP8 head if cfg.fp8_head."""
+        cfg = self.cfg
+        h = self.hidden(batch, dyn, windows, tied)
+        head = ops.get("lm_head", cfg.backend("lm_head"))
+        cross_entropy = ops.get("cross_entropy", cfg.backend("cross_entropy"))
+        logits = head(h, self.p["lm_head"], fp8=cfg.fp8_head, scales=cfg.fp8_scales)
+        return jnp.sum(cross_entropy(logits, batch["targets"], dyn["mtp_weights"], softcap=cfg.softcap))
+
+    def eval_loss(self, batch, dyn, windows, tied):
+        """Mean next-token soft-capped CE with the bf16 head, chunked over tokens (SPEC §2.2)."""
+        cfg = self.cfg
+        h = self.hidden(batch, dyn, windows, tied)
+        next_token_only = jnp.zeros(dyn["mtp_weights"].shape, F32).at[0].set(1.0)  # MTP weights ignored
+        head = functools.partial(ops.get("lm_head", cfg.backend("lm_head")), fp8=False, scales=cfg.fp8_scales)
+        cross_entropy = ops.get("cross_entropy", cfg.backend("cross_entropy"))
+        return ops.eval_loss(
+            h, self.p["lm_head"], batch["targets"], chunk=cfg.eval_token_chunk, head=head,
+            cross_entropy=lambda logits, targets: cross_entropy(logits, targets, next_token_only, softcap=cfg.softcap),
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Public API
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def init_params(cfg: ModelConfig, key) -> dict[str, jax.Array]:
+    """The flat parameter dict with the initialisation of SPEC §1.3."""
+    check_config(cfg)
+    return dict(GPT(cfg).init({"params": key}, method=GPT.param_dict)["params"])
+
+
+def train_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int], tied: bool):
+    """f32 scalar: the SUM of the row losses of one packed sequence (SPEC §2.1; the caller divides if it must)."""
+    _check_call(params, batch, dyn, cfg, windows)
+    return GPT(cfg).apply({"params": params}, batch, dyn, tuple(windows), tied, method=GPT.train_loss)
+
+
+def eval_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int], tied: bool):
+    """f32 scalar: the mean next-token CE over the sequence, bf16 head, chunked (SPEC §2.2)."""
+    _check_call(params, batch, dyn, cfg, windows)
+    return GPT(cfg).apply({"params": params}, batch, dyn, tuple(windows), tied, method=GPT.eval_loss)
+
+
+def _check_call(params, batch, dyn, cfg: ModelConfig, windows) -> None:
+    """Shapes and keys at trace time, so a wrong input fails with a message rather than deep inside XLA."""
+    check_config(cfg)
+    expected = param_shapes(cfg)
+    missing, unexpected = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"params: missing {missing}, unexpected {unexpected} (build them with model.init_params)")
+    for name, spec in expected.items():
+        if tuple(params[name].shape) != spec.shape:
+            raise ValueError(f"params[{name!r}] has shape {tuple(params[name].shape)}, the config needs {spec.shape}")
+    for key in ("inputs", "targets", "seg_ids"):
+        if key not in batch:
+            raise ValueError(f"batch needs 'inputs', 'targets' and 'seg_ids' (one packed sequence); {key!r} is missing")
+        if batch[key].ndim != 1 or not jnp.issubdtype(batch[key].dtype, jnp.integer):
+            raise ValueError(f"batch[{key!r}] must be a 1-D integer array (T,), got {batch[key].dtype}{batch[key].shape}"
+                             f" (the train loop maps over micro-batches and devices itself)")
+    if not batch["inputs"].shape == batch["targets"].shape == batch["seg_ids"].shape:
+        raise ValueError(f"batch inputs, targets and seg_ids must have the same length, got {batch['inputs'].shape}, "
+                         f"{batch['targets'].shape}, {batch['seg_ids'].shape}")
+    dims = {"rope_freqs": (cfg.head_dim // 4,), "attn_scale": ()}
+    for key, shape in dims.items():
+        if key not in dyn or tuple(jnp.shape(dyn[key])) != shape:
+            got = tuple(jnp.shape(dyn[key])) if key in dyn else "missing"
+            raise ValueError(f"dyn[{key!r}] must have shape {shape}, got {got} (see schedule.yarn_state)")
+    if "mtp_weights" not in dyn or jnp.ndim(dyn["mtp_weights"]) != 1:
+        raise ValueError("dyn['mtp_weights'] must be a 1-D array of MTP weights, zero-padded (see schedule.mtp_weights)")
+    if len(windows) != 2 or not all(isinstance(w, int) and w >= 0 for w in windows):
+        raise ValueError(f"windows must be (short, long) in tokens, static non-negative ints, got {windows!r}")
+
+
+def param_table(params, cfg: ModelConfig):
+    """Rows (name, shape, dtype, optimizer group) and totals {'stored', 'matmul', 'bytes'}, for --dry-run. ``params``
+    may be arrays or shapes (jax.ShapeDtypeStruct)."""
+    rows, totals = [], {"stored": 0, "matmul": 0, "bytes": 0}
+    for name in PARAM_NAMES:
+        shape, dtype = tuple(params[name].shape), jnp.dtype(params[name].dtype)
+        count = math.prod(shape)
+        rows.append((name, shape, dtype.name, "NorMuon" if name in MUON_PARAMS else "Adam"))
+        totals["stored"] += count
+        totals["bytes"] += count * dtype.itemsize
+        if name in MATMUL_PARAMS:
+            totals["matmul"] += count
+    return rows, totals
+
+
+def print_param_table(cfg: ModelConfig) -> None:
+    """The parameter table of a config, from jax.eval_shape (nothing is materialised: instant for the record)."""
+    shapes = jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(0))
+    rows, totals = param_table(shapes, cfg)
+    print(f"{'parameter':<16}{'shape':<22}{'dtype':<10}{'optimizer':<10}{'count':>14}")
+    for name, shape, dtype, group in rows:
+        print(f"{name:<16}{str(shape):<22}{dtype:<10}{group:<10}{math.prod(shape):>14,}")
+    print(f"total stored {totals['stored']:,} parameters ({totals['bytes'] / 2**20:,.1f} MiB); "
+          f"in matmuls {totals['matmul']:,}")
+
+
+__all__ = [
+    "GPT",
+    "MATMUL_PARAMS",
+    "PARAM_NAMES",
+    "ScalarLayout",
+    "check_config",
+    "eval_loss",
+    "init_params",
+    "param_shapes",
+    "param_table",
+    "print_param_table",
+    "train_loss",
+]
