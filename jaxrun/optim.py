@@ -181,7 +181,8 @@ def normuon(cfg: OptimConfig, sched: ScheduleConfig) -> optax.GradientTransforma
         for name, grad in grads.items():
             master = params[name]
             if master.dtype != jnp.float32:
-                raise TypeError(f"normuon.update: params must be the fp32 masters (init_masters), got {master.dtype} for {name!r}")
+                raise TypeError(f"normuon.update: params must be the fp32 masters (init_masters), "
+                                f"got {master.dtype} for {name!r}")
             _check_bank(name, master.shape, cfg)
             g = grad.astype(jnp.float32)
             # Nesterov-style momentum, both as torch's lerp (SPEC §3.2 item 1): M <- lerp(M, G, 1-mu); U <- lerp(G, M, mu).

