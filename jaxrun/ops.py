@@ -118,7 +118,7 @@ def attention_xla(q, k, v, seg_ids, scale, *, window: int, block: int = ATTENTIO
     _check(isinstance(block, int) and block > 0, f"attention: block must be a positive int, got {block!r}")
     seq_len, heads, head_dim = q.shape
     num_blocks = -(-seq_len // block)
-    back = -(-window // block)  # key blocks before the query's own block
+    back = min(-(-window // block), num_blocks - 1)  # key blocks before the query's own block (none beyond the start)
     pad = num_blocks * block - seq_len
 
     def blocks(x):  # (T, ...) -> (num_blocks, block, ...), tail padded (padded keys lie after every real query)
@@ -286,7 +286,9 @@ def _softcap_ce(logits, targets, mtp_weights, softcap):
 
 
 def _softcap_ce_fwd(logits, targets, mtp_weights, softcap):
-    lse = jax.nn.logsumexp(softcap_logits(logits, softcap), axis=-1)
+    # z < a, so a stabilises the log-sum-exp without a max pass: one fused reduction, no (T, V) fp32 tensor.
+    cap = softcap[0]
+    lse = cap + jnp.log(jnp.sum(jnp.exp(softcap_logits(logits, softcap) - cap), axis=-1))
     tgt, weights = _mtp_targets(targets, mtp_weights)
     z_tgt = softcap_logits(jnp.take_along_axis(logits, tgt, axis=1), softcap)
     loss = jnp.sum(weights * (lse[:, None] - z_tgt), axis=1)
