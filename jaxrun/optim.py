@@ -295,11 +295,6 @@ def untie_embedding(params: Params, adam_state: CautiousAdamState) -> tuple[Para
 # --- benchmark ----------------------------------------------------------------------------------------------------------
 
 
-def _bank_shapes(model: ModelConfig) -> dict[str, tuple[int, int, int]]:
-    d, f = model.model_dim, model.mlp_hidden
-    return {"qkvo": (len(model.attention_layers), 4 * d, d), "fc": (model.num_layers, f, d), "proj": (model.num_layers, f, d)}
-
-
 def _time_ms(fn, n_repeats: int) -> float:
     jax.block_until_ready(fn())  # compile and warm up
     start = time.perf_counter()
@@ -312,7 +307,9 @@ def bench_normuon(cfg: OptimConfig, sched: ScheduleConfig, n_repeats: int = 20, 
     """Time one NorMuon update of all banks of `model` (the 32 matrices of the record) done batched (one jitted update
     of the three banks) vs one matrix at a time (a jitted single-matrix update called once per matrix). Also reports the
     largest difference between the two results, which should be at rounding level."""
-    shapes = _bank_shapes(model)
+    from jaxrun.model import param_shapes  # here, not at the top: jaxrun.model imports this module
+
+    shapes = {name: spec.shape for name, spec in param_shapes(model).items() if name in MUON_PARAMS}
     keys = jax.random.split(jax.random.key(seed), 2 * len(shapes))
     grads = {name: jax.random.normal(k, shape, jnp.bfloat16) for (name, shape), k in zip(shapes.items(), keys[::2])}
     masters = {name: 0.02 * jax.random.normal(k, shape, jnp.float32) for (name, shape), k in zip(shapes.items(), keys[1::2])}

@@ -118,6 +118,24 @@ def test_split_params():
         optim.split_params({k: v for k, v in params.items() if k != "proj"})
 
 
+@pytest.mark.parametrize("config", ["configs/record60.py", "configs/tiny.py"])
+def test_optimizers_take_the_model_parameter_tree(config):
+    """Every model parameter has an optimizer, and the state mirrors the parameter shapes (abstractly, no memory)."""
+    from jaxrun.model import param_shapes
+
+    cfg = load_config(config)
+    muon, adam = optim.split_params(param_shapes(cfg.model))
+    assert len(muon) + len(adam) == len(param_shapes(cfg.model))
+    muon_state = jax.eval_shape(optim.normuon(cfg.optim, cfg.schedule).init, muon)
+    adam_state = jax.eval_shape(optim.cautious_adam(cfg.optim, cfg.schedule).init, adam)
+    for name, p in muon.items():
+        assert muon_state.momentum[name].shape == p.shape and muon_state.row_variance[name].shape == (*p.shape[:-1], 1)
+    for name, p in adam.items():
+        assert adam_state.m[name].shape == adam_state.v[name].shape == p.shape and adam_state.m[name].dtype == jnp.float32
+    if config.endswith("record60.py"):
+        assert sum(p.shape[0] for p in muon.values()) == 32
+
+
 # --- NorMuon pieces ----------------------------------------------------------------------------------------------------
 
 
