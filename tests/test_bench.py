@@ -1,0 +1,73 @@
+"""jaxrun/bench.py: shapes, FLOP counting, timing and the CLI (CPU; the GPU figures come from running it there)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+import jax
+import jax.numpy as jnp
+
+from jaxrun import bench
+from jaxrun.config import CONFIG_DIR, load_config
+
+
+def test_attention_shapes_of_the_record():
+    shapes = {s.label: (s.rows, s.heads, s.window, s.backward) for s in bench.attention_shapes(load_config(CONFIG_DIR / "record60.py"))}
+    # SPEC §4: T = 16,384 / 32,768 / 49,152; windows (short, long) 128/384, 384/896, 640/1408, 768/1664 tokens;
+    # paired layers: 2T rows, 3 channels, the short window in rows (SPEC §1.6); final validation 262,144, long 2560.
+    assert shapes["phase 1 short"] == (16384, 6, 128, True)
+    assert shapes["phase 1 paired"] == (32768, 3, 128, True)
+    assert shapes["phase 2 long"] == (32768, 6, 896, True)
+    assert shapes["phase 3 paired"] == (98304, 3, 640, True)
+    assert shapes["extension long"] == (49152, 6, 1664, True)
+    assert shapes["final val long"] == (262144, 6, 2560, False)
+    assert shapes["final val paired"] == (524288, 3, 768, False)
+
+
+def test_random_documents():
+    seg = bench.random_documents(5000, 40, np.random.default_rng(0))
+    assert seg.shape == (5000,) and seg[0] == 0 and np.all(np.diff(seg) >= 0)
+    lengths = np.bincount(seg)
+    assert lengths.max() <= 40 and lengths.min() >= 1 and 15 < lengths[:-1].mean() < 26
+
+
+def test_attention_case_flops_count_visible_pairs():
+    cfg = load_config(CONFIG_DIR / "tiny.py")
+    shape = bench.attention_shapes(cfg)[0]
+    assert shape.label == "phase 1 short"
+    fwd, fwd_bwd = bench.attention_cases(cfg, names=("xla",), shapes=[shape])
+    q, k, v, seg_ids, dout = fwd_bwd.args
+    seg, window = np.asarray(seg_ids), cfg.schedule.window_blocks[0][0] * cfg.schedule.window_block_size
+    i, j = np.arange(seg.size)[:, None], np.arange(seg.size)[None, :]
+    pairs = np.sum((seg[:, None] == seg[None, :]) & (j <= i) & (i - j <= window))  # SPEC §5.4, brute force
+    heads, d = q.shape[1:]
+    assert fwd.flops == 4 * d * heads * pairs
+    assert fwd_bwd.flops == 3.5 * fwd.flops
+    out, (dq, dk, dv) = jax.jit(fwd_bwd.fn)(*fwd_bwd.args)
+    assert out.shape == dq.shape == q.shape
+
+
+def test_time_ms_and_run_report_rows(capsys):
+    case = bench.Case("add T=1024", "xla", lambda x: x + 1, (jnp.ones(1024),), flops=1024.0, bytes=8192.0)
+    ms, compile_s = bench.time_ms(case.fn, case.args, samples=3)
+    assert ms > 0 and compile_s > 0
+    rows = bench.run([case, bench.Case("add T=1024", "broken", lambda x: x.undefined, (jnp.ones(3),))],
+                     {"bf16": 1e12, "fp8": 2e12, "copy": 1e11})
+    assert rows[0]["floor_ms"] == 8192.0 / 1e11 * 1e3 and rows[0]["tflops"] > 0
+    assert "AttributeError" in rows[1]["error"]
+    bench.print_table(rows, reference_backends=("xla",))
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_cli_writes_json(tmp_path, monkeypatch):
+    def one_case(cfg, names=None):
+        return [bench.Case("mul T=8", "xla", lambda x: x * 2, (jnp.ones(8),), 8.0, 64.0)]
+
+    monkeypatch.setitem(bench.OP_CASES, "attention", one_case)
+    path = tmp_path / "bench.json"
+    bench.main(["ops", "--op", "attention", "--json", str(path)])
+    result = json.loads(path.read_text())
+    assert result["environment"]["backend"] == "cpu"
+    assert result["rows"][0]["name"] == "mul T=8" and result["rows"][0]["ms"] > 0
