@@ -52,7 +52,7 @@ class Case:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def time_ms(fn, args, *, warmup=3, samples=7, min_sample_s=0.02) -> tuple[float, float]:
+def time_ms(fn, args, *, warmup=2, samples=5, min_sample_s=0.02) -> tuple[float, float]:
     """(median ms per call, compile s) of jit(fn)(*args). Each sample times enough back-to-back calls to last
     min_sample_s, then blocks; the result is the median of the samples' per-call averages."""
     start = time.perf_counter()
@@ -195,6 +195,9 @@ def attention_inputs(shape: AttentionShape, head_dim: int, max_doc_len: int, see
 
 
 ATTENTION_BACKENDS = ("triton", "cudnn", "xla", "cudnn-nodoc")
+# Forward-only timings (to split a fwd+bwd time) are taken for the kernel and the cuDNN reference; at the validation
+# shapes (forward only) for every backend but the slow xla reference. Keyed by "the shape has a backward".
+FORWARD_ONLY_SKIPPED = {True: ("cudnn", "xla"), False: ("xla",)}
 
 
 def attention_cases(cfg: Config | None = None, names=ATTENTION_BACKENDS, shapes=None) -> list[Case]:
@@ -218,8 +221,8 @@ def attention_cases(cfg: Config | None = None, names=ATTENTION_BACKENDS, shapes=
         for case_name, backward, factor, nbytes in variants:
             args = (q, k, v, seg_ids, dout) if backward else (q, k, v, seg_ids)
             for backend, attention in found.items():
-                if backend == "xla" and not shape.backward:
-                    continue  # validation shapes: only the fast backends
+                if not backward and backend in FORWARD_ONLY_SKIPPED[shape.backward]:
+                    continue
                 # cuDNN's packed layout needs a static bound on the documents: the true count here, rounded up
                 extra = {"max_segments": -(-(int(seg[-1]) + 1) // 64) * 64} if backend == "cudnn" else {}
                 fn = attention_call(attention, scale=jnp.float32(scale), window=shape.window, backward=backward, **extra)
@@ -331,21 +334,24 @@ OP_CASES: dict[str, Callable[..., list[Case]]] = {
 # (block_m, block_n, num_warps, num_stages) per kernel; dkdv's block_n is its key block. All compile for sm_90a with
 # at most a few bytes of register spill (checked offline with ptxas) except where noted in the commit.
 TILE_CANDIDATES = {
-    "fwd": [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3), (64, 128, 8, 2)],
-    "dq": [(128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 8, 2), (64, 32, 4, 2), (64, 64, 4, 3)],
-    "dkdv": [(16, 128, 8, 2), (32, 128, 8, 2), (64, 128, 8, 3), (128, 32, 8, 3), (32, 64, 4, 2), (64, 64, 4, 3)],
+    "fwd": [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3)],
+    "dq": [(128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 8, 2), (64, 32, 4, 2)],
+    "dkdv": [(16, 128, 8, 2), (32, 128, 8, 2), (64, 128, 8, 3), (32, 64, 4, 2)],
 }
 
 
-def tune_attention(cfg: Config | None = None) -> list[dict]:
-    """Time each tile candidate of each kernel at the training shapes, the other two kernels at the table's config:
-    the forward alone for "fwd", forward + backward for "dq" and "dkdv"."""
+TUNE_SHAPES = ("phase 1 short", "extension long")  # the two window classes of the table
+
+
+def tune_attention(cfg: Config | None = None, labels=TUNE_SHAPES) -> list[dict]:
+    """Time each tile candidate of each kernel at representative training shapes, the other two kernels at the
+    table's config: the forward alone for "fwd", forward + backward for "dq" and "dkdv"."""
     from jaxrun.kernels import flash_attention as fa
 
     cfg = cfg or load_config(CONFIG_DIR / "record60.py")
     d, scale = cfg.model.head_dim, jnp.float32(cfg.schedule.attn_scale_init)
     rows = []
-    for i, shape in enumerate(s for s in attention_shapes(cfg) if s.backward):
+    for i, shape in enumerate(s for s in attention_shapes(cfg) if s.label in labels):
         q, k, v, dout, seg = attention_inputs(shape, d, cfg.data.max_doc_len, seed=i)
         seg_ids = jnp.asarray(seg)
         base = fa.config_for(shape.window, d)
@@ -358,7 +364,7 @@ def tune_attention(cfg: Config | None = None) -> list[dict]:
                 row = {"shape": shape.label, "rows": shape.rows, "heads": shape.heads, "window": shape.window,
                        "kernel": kernel, "tiles": tiles, "is_table": getattr(base, kernel) == fa.KernelConfig(*tiles)}
                 try:
-                    row["ms"] = time_ms(fn, args, samples=5)[0]
+                    row["ms"] = time_ms(fn, args, samples=3, min_sample_s=0.01)[0]
                 except Exception as err:  # a tile that does not compile or run is reported, the sweep goes on
                     row["error"] = f"{type(err).__name__}: {err}"[:300]
                 print(f"{shape.label:18s} T={shape.rows:6d} H={shape.heads} W={shape.window:5d} {kernel:4s} "

@@ -67,11 +67,12 @@ class AttentionConfig:
         return max(max(c.block_m, c.block_n) for c in (self.fwd, self.dq, self.dkdv))  # all powers of two
 
 
-# Tuned on one H100 80GB HBM3 (jax 0.11.2, triton 3.6; numbers in the module's commit and `python -m jaxrun.bench ops
-# --op attention --tune`). One entry per window class: (largest window in rows, head dim) -> config.
+# One entry per window class: (largest window in rows, head dim) -> config. Starting points chosen offline from
+# ptxas's register report for sm_90a (no or a few bytes of spill); `python -m jaxrun.bench tune-attention` times the
+# candidates on the GPU.
 _CONFIGS: dict[tuple[int, int], AttentionConfig] = {
-    (256, 128): AttentionConfig(KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)),
-    (1 << 30, 128): AttentionConfig(KernelConfig(128, 64, 8, 3), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)),
+    (256, 128): AttentionConfig(KernelConfig(64, 64, 4, 3), KernelConfig(128, 64, 8, 3), KernelConfig(32, 128, 8, 2)),
+    (1 << 30, 128): AttentionConfig(KernelConfig(128, 64, 8, 3), KernelConfig(128, 64, 8, 3), KernelConfig(32, 128, 8, 2)),
     (1 << 30, 64): AttentionConfig(KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)),
 }
 

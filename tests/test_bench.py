@@ -37,7 +37,7 @@ def test_attention_case_flops_count_visible_pairs():
     cfg = load_config(CONFIG_DIR / "tiny.py")
     shape = bench.attention_shapes(cfg)[0]
     assert shape.label == "phase 1 short"
-    fwd, fwd_bwd = bench.attention_cases(cfg, names=("xla",), shapes=[shape])
+    fwd, fwd_bwd = bench.attention_cases(cfg, names=("triton",), shapes=[shape])  # built, not run, on CPU
     q, k, v, seg_ids, dout = fwd_bwd.args
     seg, window = np.asarray(seg_ids), cfg.schedule.window_blocks[0][0] * cfg.schedule.window_block_size
     i, j = np.arange(seg.size)[:, None], np.arange(seg.size)[None, :]
@@ -45,8 +45,9 @@ def test_attention_case_flops_count_visible_pairs():
     heads, d = q.shape[1:]
     assert fwd.flops == 4 * d * heads * pairs
     assert fwd_bwd.flops == 3.5 * fwd.flops
-    out, (dq, dk, dv) = jax.jit(fwd_bwd.fn)(*fwd_bwd.args)
-    assert out.shape == dq.shape == q.shape
+    (xla,) = bench.attention_cases(cfg, names=("xla",), shapes=[shape])  # fwd+bwd only
+    out, (dq, dk, dv) = jax.jit(xla.fn)(*xla.args)
+    assert xla.flops == fwd_bwd.flops and out.shape == dq.shape == q.shape
 
 
 def test_time_ms_and_run_report_rows(capsys):
