@@ -270,6 +270,7 @@ class GPT(nn.Module):
         mlp = ops.get("mlp", cfg.backend("mlp"))
 
         e = (p["lm_head"] if tied else p["embed"])[tokens]  # tied: the head is the input embedding (SPEC §1.11)
+        value_embeds = p["ve"][:, tokens]  # (num_value_embeds, T, D), one gather (and one scatter-add) for all layers
         e = smear(e, p["smear_gate"], scalars[lay.smear])
         x0 = rms_norm(e, cfg.rms_eps)
         x = x0
@@ -283,7 +284,7 @@ class GPT(nn.Module):
             else:
                 x = (scalars[lay.resid(i)] * x.astype(F32) + x0_lambdas[i] * x0.astype(F32)).astype(BF16)
             if i in cfg.attention_layers:
-                x = x + self.attention(i, rms_norm(x, cfg.rms_eps), tokens, seg_ids, dyn, windows)
+                x = x + self.attention(i, rms_norm(x, cfg.rms_eps), value_embeds, seg_ids, dyn, windows)
             x = x + mlp(rms_norm(x, cfg.rms_eps), p["fc"][i], p["proj"][i])
             if i == cfg.skip_from:
                 saved["skip"] = x
@@ -292,7 +293,7 @@ class GPT(nn.Module):
         x = (x.astype(F32) - scalars[lay.backout] * saved["backout"].astype(F32)).astype(BF16)  # SPEC §1.4.5
         return rms_norm(x, cfg.rms_eps)
 
-    def attention(self, layer: int, u, tokens, seg_ids, dyn, windows):
+    def attention(self, layer: int, u, value_embeds, seg_ids, dyn, windows):
         """Standard (SPEC §1.5) or paired-head (SPEC §1.6) attention of one layer on u = rms(x) (T, D)."""
         cfg, p = self.cfg, self.p
         lay = ScalarLayout(cfg.num_layers)
@@ -306,7 +307,7 @@ class GPT(nn.Module):
         ve_slots = [j for j, (lyr, _) in enumerate(cfg.value_embed_layers) if lyr == layer]
         if ve_slots:
             slot = ve_slots[0]
-            ve_rows = p["ve"][cfg.value_embed_layers[slot][1], tokens].reshape(seq_len, H, d)
+            ve_rows = value_embeds[cfg.value_embed_layers[slot][1]].reshape(seq_len, H, d)
             v = add_value_embed(v, u, p["ve_gate_bank"][slot], ve_rows)
         attention = ops.get("attention", cfg.backend("attention"))
         freqs, scale = dyn["rope_freqs"], dyn["attn_scale"]
