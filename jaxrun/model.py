@@ -33,8 +33,6 @@ from jaxrun.optim import MUON_PARAMS
 BF16 = jnp.bfloat16
 F32 = jnp.float32
 
-PARAM_NAMES = ("qkvo", "fc", "proj", "lm_head", "embed", "ve", "attn_gate_bank", "ve_gate_bank", "smear_gate",
-               "skip_gate", "x0_lambdas", "scalars")
 MATMUL_PARAMS = ("qkvo", "fc", "proj", "lm_head")  # the weights of the FLOP count (SPEC §1.12, §9)
 
 
@@ -131,6 +129,9 @@ def check_config(cfg: ModelConfig) -> None:
     if bad:
         raise ValueError(f"model.key_offset_layers {bad} are paired-head layers; the key offset is defined for "
                          f"standard attention only (SPEC §1.5.4, §1.6)")
+    ve_layers = [layer for layer, _ in cfg.value_embed_layers]
+    if len(set(ve_layers)) != len(ve_layers):
+        raise ValueError(f"model.value_embed_layers names a layer twice: {cfg.value_embed_layers}")
     for layer, table in cfg.value_embed_layers:
         if layer not in attn or not 0 <= table < cfg.num_value_embeds:
             raise ValueError(f"model.value_embed_layers entry {(layer, table)}: the layer must have attention and the "
@@ -304,11 +305,10 @@ class GPT(nn.Module):
         w_o = scale_weight(w[3 * D :], p["scalars"][lay.sa_out(layer)])
         qkv = jnp.dot(u, w_qkv.T).reshape(seq_len, 3, H, d)
         q, k, v = rms_norm(qkv[:, 0], cfg.rms_eps), rms_norm(qkv[:, 1], cfg.rms_eps), qkv[:, 2]
-        ve_slots = [j for j, (lyr, _) in enumerate(cfg.value_embed_layers) if lyr == layer]
-        if ve_slots:
-            slot = ve_slots[0]
-            ve_rows = value_embeds[cfg.value_embed_layers[slot][1]].reshape(seq_len, H, d)
-            v = add_value_embed(v, u, p["ve_gate_bank"][slot], ve_rows)
+        ve_slot = {lyr: j for j, (lyr, _) in enumerate(cfg.value_embed_layers)}.get(layer)
+        if ve_slot is not None:
+            ve_rows = value_embeds[cfg.value_embed_layers[ve_slot][1]].reshape(seq_len, H, d)
+            v = add_value_embed(v, u, p["ve_gate_bank"][ve_slot], ve_rows)
         attention = ops.get("attention", cfg.backend("attention"))
         freqs, scale = dyn["rope_freqs"], dyn["attn_scale"]
         if layer in cfg.paired_layers:
@@ -402,10 +402,15 @@ def _check_call(params, batch, dyn, cfg: ModelConfig, windows) -> None:
 
 def param_table(params, cfg: ModelConfig):
     """Rows (name, shape, dtype, optimizer group) and totals {'stored', 'matmul', 'bytes'}, for --dry-run. ``params``
-    may be arrays or shapes (jax.ShapeDtypeStruct)."""
+    may be arrays or shapes (jax.ShapeDtypeStruct); they must be the config's."""
+    expected = param_shapes(cfg)
+    if set(params) != set(expected):
+        raise ValueError(f"param_table: parameter names {sorted(params)} are not the config's {sorted(expected)}")
     rows, totals = [], {"stored": 0, "matmul": 0, "bytes": 0}
-    for name in PARAM_NAMES:
+    for name, spec in expected.items():
         shape, dtype = tuple(params[name].shape), jnp.dtype(params[name].dtype)
+        if (shape, dtype) != (spec.shape, spec.dtype):
+            raise ValueError(f"param_table: {name} is {dtype.name}{shape}, the config makes {spec.dtype.name}{spec.shape}")
         count = math.prod(shape)
         rows.append((name, shape, dtype.name, "NorMuon" if name in MUON_PARAMS else "Adam"))
         totals["stored"] += count
@@ -429,9 +434,9 @@ def print_param_table(cfg: ModelConfig) -> None:
 __all__ = [
     "GPT",
     "MATMUL_PARAMS",
-    "PARAM_NAMES",
     "ScalarLayout",
     "check_config",
+    "initial_scalars",
     "eval_loss",
     "init_params",
     "param_shapes",

@@ -436,3 +436,7 @@ def test_bad_inputs_get_clear_errors():
         model.init_params(dataclasses.replace(FOUR, key_offset_layers=(0,)), jax.random.key(0))
     with pytest.raises(ValueError, match="value_embed_layers entry \\(2, 0\\)"):
         model.init_params(dataclasses.replace(FOUR, value_embed_layers=((2, 0),)), jax.random.key(0))
+    with pytest.raises(ValueError, match="names a layer twice"):
+        model.init_params(dataclasses.replace(FOUR, value_embed_layers=((0, 0), (0, 1))), jax.random.key(0))
+    with pytest.raises(ValueError, match="param_table: fc is bfloat16\\(3, 192, 96\\)"):
+        model.param_table({**params, "fc": jax.ShapeDtypeStruct((3, 192, 96), jnp.bfloat16)}, FOUR)
