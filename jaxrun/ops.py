@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
