@@ -27,10 +27,11 @@ import numpy as np
 
 from jaxrun.kernels.triton_runtime import MatmulTiles, jax_triton, tl, triton
 
-# Tile shapes, chosen on an H100 (see the op benchmark: python -m jaxrun.bench ops --op lm_head).
-FORWARD_TILES = MatmulTiles(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=3)
-GRAD_INPUT_TILES = MatmulTiles(block_m=128, block_n=128, block_k=128, group_m=8, num_warps=8, num_stages=4)
-GRAD_WEIGHT_TILES = MatmulTiles(block_m=128, block_n=128, block_k=128, group_m=8, num_warps=8, num_stages=4)
+# Tile shapes: the fastest of a sweep on an H100 at T = 16,384 (forward 1.90 ms, dh 1.56 ms, dW 1.96 ms; 128x128 tiles
+# took 1.93 / 2.18 / 3.16 ms).
+FORWARD_TILES = MatmulTiles(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=4)
+GRAD_INPUT_TILES = MatmulTiles(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=3)
+GRAD_WEIGHT_TILES = MatmulTiles(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=3)
 
 if triton is not None:
 
@@ -60,21 +61,23 @@ if triton is not None:
         pid = tl.program_id(0)
         grid_n = tl.cdiv(N, BLOCK_N)
         pid_m, pid_n = tl.swizzle2d(pid // grid_n, pid % grid_n, tl.cdiv(M, BLOCK_M), grid_n, GROUP_M)
-        # Rows and columns past the edge wrap around, so every load is in bounds and only the store is masked.
-        rm = (pid_m * BLOCK_M + tl.arange(0, BLOCK_M)) % M
-        rn = (pid_n * BLOCK_N + tl.arange(0, BLOCK_N)) % N
+        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
         # 64-bit offsets: a (T, V) operand has more than 2**31 elements.
         a_ptrs = a_ptr + rm[:, None].to(tl.int64) * STRIDE_AM + rk[None, :] * STRIDE_AK
         b_ptrs = b_ptr + rn[None, :].to(tl.int64) * K + rk[:, None]
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
-            if K % BLOCK_K == 0:
+            # Masks only where a dimension is not a multiple of its block (constexpr tests, no cost otherwise).
+            if M % BLOCK_M == 0 and K % BLOCK_K == 0:
                 a = tl.load(a_ptrs)
+            else:
+                a = tl.load(a_ptrs, mask=(rm[:, None] < M) & (rk[None, :] < K - k0), other=0.0)
+            if N % BLOCK_N == 0 and K % BLOCK_K == 0:
                 b = tl.load(b_ptrs)
             else:
-                a = tl.load(a_ptrs, mask=rk[None, :] < K - k0, other=0.0)
-                b = tl.load(b_ptrs, mask=rk[:, None] < K - k0, other=0.0)
+                b = tl.load(b_ptrs, mask=(rn[None, :] < N) & (rk[:, None] < K - k0), other=0.0)
             if QUANTIZE_A:
                 a = (a.to(tl.float32) * a_inv_scale).to(tl.float8e5)
             if FAST_ACCUM:
@@ -84,9 +87,7 @@ if triton is not None:
             a_ptrs += BLOCK_K * STRIDE_AK
             b_ptrs += BLOCK_K
         c = (acc * out_scale).to(c_ptr.dtype.element_ty)
-        cm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        cn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        tl.store(c_ptr + cm[:, None].to(tl.int64) * N + cn[None, :], c, mask=(cm[:, None] < M) & (cn[None, :] < N))
+        tl.store(c_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], c, mask=(rm[:, None] < M) & (rn[None, :] < N))
 
 
 def quantize(x: jax.Array, scale: float, dtype) -> jax.Array:

@@ -115,6 +115,29 @@ def test_cross_entropy_rejects_bad_input():
             softcap_ce.cross_entropy(logits, targets, weights, softcap=bad)
 
 
+def test_bench_cases_of_the_dense_ops():
+    """The benchmark's cases (jaxrun.bench): names per training phase, FLOPs and bytes of SPEC shapes, runnable."""
+    bench = pytest.importorskip("jaxrun.bench")
+    cfg = load_config()  # the tiny CPU config: T = 256, 512, 768 per phase, D = 128, F = 512
+    m, ts = cfg.model, [n * cfg.schedule.seq_len for n in cfg.schedule.seqs_per_rank]
+    v, d, f = m.vocab_size, m.model_dim, m.mlp_hidden
+    head = bench.lm_head_cases(cfg, ("xla",))
+    kinds = ("fp8 fwd", "fp8 fwd+bwd", "FP8 GEMM only")
+    assert [c.name for c in head] == [f"lm_head T={t} {k}" for t in ts for k in kinds]
+    assert head[0].flops == 2 * ts[0] * v * d and head[1].flops == 6 * ts[0] * v * d and head[0].rate == "fp8"
+    assert head[0].bytes == 2 * (ts[0] * d + v * d + ts[0] * v)
+    mlp = bench.mlp_cases(cfg, ("xla",))
+    assert [c.name for c in mlp] == [f"mlp T={t} {k}" for t in ts for k in ("fwd", "fwd+bwd")] + [
+        f"mlp T={cfg.data.val_seq_len} fwd"
+    ]
+    assert mlp[0].flops == 4 * ts[0] * f * d and mlp[1].flops == 12 * ts[0] * f * d
+    ce = bench.cross_entropy_cases(cfg, ("xla",))
+    assert ce[-1].name == f"cross_entropy T={m.eval_token_chunk} next-token fwd"
+    assert ce[0].bytes == 2 * ts[0] * v and ce[1].bytes == 6 * ts[0] * v and ce[0].flops == 0
+    out = jax.jit(mlp[0].fn)(*mlp[0].args)
+    assert out.shape == (ts[0], d) and bool(jnp.isfinite(out.astype(jnp.float32)).all())
+
+
 @pytest.mark.skipif(_has_gpu_kernels(), reason="checks the error raised where the kernels cannot run")
 def test_triton_ops_say_where_they_run():
     h, w = jnp.zeros((4, 8), jnp.bfloat16), jnp.zeros((16, 8), jnp.bfloat16)
