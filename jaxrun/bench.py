@@ -336,14 +336,14 @@ OP_CASES: dict[str, Callable[..., list[Case]]] = {
 TILE_CANDIDATES = {
     "fwd": [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (128, 32, 8, 3)],
     "dq": [(128, 64, 8, 3), (128, 32, 8, 3), (64, 64, 8, 2), (64, 32, 4, 2)],
-    "dkdv": [(16, 128, 8, 2), (32, 128, 8, 2), (64, 128, 8, 3), (32, 64, 4, 2)],
+    "dkdv": [(32, 64, 4, 2), (16, 64, 4, 2), (32, 64, 4, 3), (64, 64, 4, 2), (32, 128, 8, 2), (64, 128, 8, 3)],
 }
 
 
 TUNE_SHAPES = ("phase 1 short", "extension long")  # the two window classes of the table
 
 
-def tune_attention(cfg: Config | None = None, labels=TUNE_SHAPES) -> list[dict]:
+def tune_attention(cfg: Config | None = None, labels=TUNE_SHAPES, kernels=tuple(TILE_CANDIDATES)) -> list[dict]:
     """Time each tile candidate of each kernel at representative training shapes, the other two kernels at the
     table's config: the forward alone for "fwd", forward + backward for "dq" and "dkdv"."""
     from jaxrun.kernels import flash_attention as fa
@@ -355,7 +355,8 @@ def tune_attention(cfg: Config | None = None, labels=TUNE_SHAPES) -> list[dict]:
         q, k, v, dout, seg = attention_inputs(shape, d, cfg.data.max_doc_len, seed=i)
         seg_ids = jnp.asarray(seg)
         base = fa.config_for(shape.window, d)
-        for kernel, candidates in TILE_CANDIDATES.items():
+        for kernel in kernels:
+            candidates = TILE_CANDIDATES[kernel]
             backward = kernel != "fwd"
             args = (q, k, v, seg_ids, dout) if backward else (q, k, v, seg_ids)
             for tiles in candidates:
@@ -444,13 +445,16 @@ def main(argv=None) -> None:
     ops_parser.add_argument("--config", default=str(CONFIG_DIR / "record60.py"), help="shapes from this config")
     ops_parser.add_argument("--json", help="write the environment, rates and every row here")
     tune_parser = commands.add_parser("tune-attention", help="tile sweep of the triton attention kernels")
+    tune_parser.add_argument("--shape", action="append", help=f"shape label, repeatable; default: {', '.join(TUNE_SHAPES)}")
+    tune_parser.add_argument("--kernel", action="append", choices=sorted(TILE_CANDIDATES), help="repeatable; default: all")
     tune_parser.add_argument("--json", help="write every timing here")
     args = parser.parse_args(argv)
 
     env = environment()
     print(", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
     if args.command == "tune-attention":
-        result = {"environment": env, "rows": tune_attention()}
+        rows = tune_attention(labels=args.shape or TUNE_SHAPES, kernels=args.kernel or tuple(TILE_CANDIDATES))
+        result = {"environment": env, "rows": rows}
     else:
         rates = measure_rates()
         print(f"measured: bf16 {rates['bf16'] / 1e12:.0f} TFLOP/s, fp8 {rates['fp8'] / 1e12:.0f} TFLOP/s, "
