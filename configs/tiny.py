@@ -1,7 +1,10 @@
-"""The embedded default: a small model of the record's shape on the shipped sample corpus, on CPU, in a few minutes.
+"""The embedded default: a small model of the record's design on the shipped sample corpus, on CPU, in a few minutes.
 
-Same layer map, optimizers and schedule shape as record #60 (configs/record60.py); smaller width, shorter sequences,
-fewer steps, and the shipped sample corpus (tokenized into data/sample_shards/ on first use).
+Record #60 (configs/record60.py) scaled down: 6 layers instead of 11 with the same kinds of layer in the same order
+(paired-head layers, a long-window layer with the key offset that feeds the U-net skip, an attention-free layer that
+receives it, the backout source, value embeddings at both ends), width 64, 64-token sequences, 64 steps, and the
+shipped sample corpus (tokenized into data/sample_shards/ on first use). Optimizers and the shape of every schedule are
+the record's.
 """
 
 import dataclasses
@@ -12,39 +15,49 @@ from jaxrun.config import config_from_file
 
 def get_config():
     base = config_from_file(Path(__file__).with_name("record60.py"))
-    d = 128
+    d, layers = 64, 6
     model = dataclasses.replace(
         base.model,
+        num_layers=layers,
         model_dim=d,
         num_heads=2,
-        head_dim=64,
+        head_dim=32,
         mlp_hidden=4 * d,
+        paired_layers=(0, 4),
+        no_attention_layers=(3,),
+        long_window_layers=(2, 5),
+        key_offset_layers=(2, 5),
+        value_embed_layers=((0, 1), (1, 2), (4, 0), (5, 2)),
+        skip_from=2,
+        skip_to=3,
+        backout_from=4,
+        num_scalars=24,  # 3 * 6 + 3, padded to a multiple of 8 as the record's 40
         init_attn_bound=3**0.5 * d**-0.5,
         init_fc_bound=3**0.5 * 0.5 * d**-0.5,
         fp8_head=False,  # CPUs have no FP8 matmul; the bf16 head is the eval path of the record
-        eval_token_chunk=2048,
+        eval_token_chunk=1024,
     )
     schedule = dataclasses.replace(
         base.schedule,
-        scheduled_steps=150,
-        extension_steps=10,
+        scheduled_steps=60,
+        extension_steps=4,
         seqs_per_rank=(1, 2, 3),
-        seq_len=256,
+        seq_len=64,
         window_block_size=16,
-        momentum_warmup_steps=26,
-        momentum_cooldown_start=145,
-        momentum_cooldown_steps=15,
+        momentum_warmup_steps=10,  # 300 / 1735 of the schedule, as the record
+        momentum_cooldown_start=60,
+        momentum_cooldown_steps=4,
     )
     data = dataclasses.replace(
         base.data,
         train_files="data/sample_shards/fineweb_train_*.bin",
         val_file="data/sample_shards/fineweb_val_000000.bin",
-        val_tokens=32_768,
-        val_seq_len=2048,
-        max_doc_len=256,
+        val_tokens=8_192,
+        val_seq_len=1024,
+        max_doc_len=64,
         tokenize_from="data/sample/sample.jsonl.xz",
         tokenize_val_tokens=40_000,
-        tokenize_passes=12,  # 160 steps take 3,920 documents (each capped at 256 tokens); one pass has 371
+        tokenize_passes=12,  # 64 steps take ~1,600 documents (each capped at 64 tokens); one pass has 371
     )
-    run = dataclasses.replace(base.run, val_every=25, log_every=10)
+    run = dataclasses.replace(base.run, val_every=16, log_every=4)
     return dataclasses.replace(base, model=model, schedule=schedule, data=data, run=run, name="tiny")
