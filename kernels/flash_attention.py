@@ -3,12 +3,13 @@
 Row i sees key j iff seg_ids[j] == seg_ids[i] and i - window <= j <= i (SPEC §1.5.6, §5.4). Because seg_ids is
 non-decreasing and j <= i, "same segment" is the same as j >= segment_start[i], so the whole mask is one per-row lower
 bound, lower[i] = max(segment_start[i], i - window), and the upper bound j <= i. The kernels read per-row segment starts
-(and, for the key-block view of the backward, segment ends) computed here in JAX; no T x T array exists anywhere.
+computed here in JAX; no T x T array exists anywhere.
 
 Work is proportional to the visible pairs: a query block visits only the key blocks in
 [max(qs - window, segment_start[qs]), qs + BLOCK_M), and a key block only the query blocks in
-[ks, min(ke - 1 + window, segment_end[ke - 1] - 1)]. Blocks that are entirely visible run without a mask; only the
-blocks cut by the window edge, a document start or the diagonal are masked.
+[ks, min(ke - 1 + window, segment_end[ke - 1] - 1)]. That block plan is computed in JAX (`query_block_ranges`,
+`key_block_ranges`, tested on CPU against a brute-force mask) and read by each program. Blocks that are entirely
+visible run without a mask; only the blocks cut by the window edge, a document start or the diagonal are masked.
 
 Forward: FlashAttention-2 (online softmax in base 2, fp32 accumulation, P rounded to bf16 for P.V), saving the output
 and the base-2 log-sum-exp. Backward: one kernel per key block for dK, dV and one per query block for dQ (no atomics,
@@ -72,6 +73,8 @@ class AttentionConfig:
 # `python -m jaxrun.bench tune-attention`: at T=16,384 / W=128 and T=49,152 / W=1,664 the forward is fastest at
 # 128 x 64 (0.089 / 0.442 ms; 128 x 128 within noise at the long window), dQ at 128 x 64 (0.33 / 1.71 ms fwd+bwd) and
 # dK dV at 32 queries x 64 keys with 4 warps (0.29 / 1.53 ms fwd+bwd, against 0.32 / 1.76 at 32 x 128 with 8 warps).
+# A second sweep at T=65,536 / W=384 (paired) and T=49,152 / W=768 found the same dK dV tile with 3 stages 3-4%
+# faster (0.70 vs 0.72, 1.18 vs 1.23 ms); not adopted, as it has not been through the correctness tests.
 _CONFIGS: dict[tuple[int, int], AttentionConfig] = {
     (1 << 30, 128): AttentionConfig(KernelConfig(128, 64, 8, 3), KernelConfig(128, 64, 8, 3), KernelConfig(32, 64, 4, 2)),
     (1 << 30, 64): AttentionConfig(KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)),
