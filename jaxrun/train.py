@@ -226,6 +226,7 @@ class RunOptions:
     resume: bool = False
     stop_at: int | None = None  # checkpoint and exit once this many steps are done (for time-limited sessions)
     time_limit_s: float | None = None  # checkpoint and exit when this much wall time has passed
+    devices: int | None = None  # use the first N devices of this process (default: all); must divide data.num_ranks
 
 
 class _Stop:
@@ -251,7 +252,7 @@ def train(cfg: Config, opts: RunOptions) -> dict:
     """Run (or resume) training; returns a summary dict. Raises TrainingDiverged / OutOfMemory with a clear message."""
     sharding.init_distributed()
     cache = _enable_compile_cache(cfg)
-    mesh = sharding.make_mesh(cfg.data.num_ranks)
+    mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[: opts.devices] if opts.devices else None)
     num_devices = mesh.devices.size
     is_main = jax.process_index() == 0
     log = RunLog(opts.run_dir, enabled=is_main, append=opts.resume)
@@ -424,6 +425,7 @@ def parse_args(argv=None):
     p.add_argument("--print-config", action="store_true", help="print every config key and value, then exit")
     p.add_argument("--stop-at", type=int, help="save a checkpoint and exit after this many steps (resume later)")
     p.add_argument("--time-limit", type=float, help="save a checkpoint and exit after this many seconds of wall time")
+    p.add_argument("--devices", type=int, help="use only the first N local devices (default: every visible device)")
     return p.parse_args(argv)
 
 
@@ -465,7 +467,8 @@ def main(argv=None) -> int:
             return 2
         run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        summary = train(cfg, RunOptions(run_dir=run_dir, resume=bool(args.resume), stop_at=args.stop_at, time_limit_s=args.time_limit))
+        summary = train(cfg, RunOptions(run_dir=run_dir, resume=bool(args.resume), stop_at=args.stop_at,
+                                        time_limit_s=args.time_limit, devices=args.devices))
     except (TrainingDiverged, OutOfMemory, data_lib.DataError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
