@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxrun import model
 from jaxrun.config import Config
-from jaxrun.sharding import AXIS, batch_sharding, replicated
+from jaxrun.sharding import AXIS, batch_sharding, replicated, sum_over_devices
 
 
 def make_eval_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool):
@@ -23,7 +23,7 @@ def make_eval_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool):
         per_chunk = jax.lax.map(
             lambda b: model.eval_loss(params, b, dyn, cfg=cfg.model, windows=windows, tied=tied), batch
         )
-        return jax.lax.psum(jnp.sum(per_chunk), AXIS)
+        return sum_over_devices(jnp.sum(per_chunk), mesh.devices.size)
 
     sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P()), out_specs=P(), check_vma=False)
     return jax.jit(sharded, in_shardings=(replicated(mesh), batch_sharding(mesh), replicated(mesh)), out_shardings=replicated(mesh))

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -154,13 +154,20 @@ def _as_blocks(name: str, x: jax.Array, cols: int) -> jax.Array:
     return x.reshape(-1, cols, x.shape[-1]) if name in SQUARE_BLOCK_BANKS else x
 
 
-def normuon(cfg: OptimConfig, sched: ScheduleConfig) -> optax.GradientTransformationExtraArgs:
+def normuon(cfg: OptimConfig, sched: ScheduleConfig, *,
+            orth_layout: Callable[[jax.Array], jax.Array] | None = None) -> optax.GradientTransformationExtraArgs:
     """NorMuon with Polar Express and cautious weight decay on fp32 masters (SPEC §3.2), every number from cfg.
 
     update(grads, state, params, *, step): grads are the bf16 gradients of the banks (split_params), params the fp32
     master banks (init_masters), step the training step s (Python int or traced int32), giving the scheduled momentum
     and lr factor. Returns fp32 updates to ADD to the masters.
+
+    orth_layout, if given, is applied to each stack of matrices (and its row statistics) before orthogonalisation:
+    jaxrun.sharding passes a sharding constraint that splits the stack's matrix axis over the devices, so each device
+    orthogonalises its share of the matrices and XLA gathers the results back into the masters' layout (the reference
+    splits its matrices across ranks the same way, SPEC §3.5).
     """
+    place = orth_layout or (lambda x: x)
 
     def init_fn(params: Params) -> NorMuonState:
         for name, bank in params.items():
@@ -189,9 +196,10 @@ def normuon(cfg: OptimConfig, sched: ScheduleConfig) -> optax.GradientTransforma
             m = state.momentum[name] + (1 - mu) * (g - state.momentum[name])
             u = m + (1 - mu) * (g - m)
             _, rows, cols = master.shape
-            o = polar_express(_as_blocks(name, u, cols), cfg.polar_express_coeffs, cfg.polar_express_norm_scale,
+            o = polar_express(place(_as_blocks(name, u, cols)), cfg.polar_express_coeffs, cfg.polar_express_norm_scale,
                               cfg.polar_express_eps)
-            o, q = normalize_rows(o, _as_blocks(name, state.row_variance[name], cols), cfg.muon_beta2, cfg.normuon_eps)
+            o, q = normalize_rows(o, place(_as_blocks(name, state.row_variance[name], cols)), cfg.muon_beta2,
+                                  cfg.normuon_eps)
             # eta uses the STORED shape, so attention gets the x2 factor too (SPEC §3.2 item 5).
             lr = jnp.float32(math.sqrt(max(1.0, rows / cols)) * lr_muls[name]) * base_lr
             decay = cfg.muon_weight_decay * base_lr

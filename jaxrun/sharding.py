@@ -24,16 +24,23 @@ AXIS = "data"
 SHARD_MIN_ELEMENTS = 1024  # SPEC §3.5: tensors of >= 1024 elements are sharded, smaller ones all-reduced
 
 
-def init_distributed() -> None:
-    """Start multi-host JAX when the launcher asked for it (no-op for a single process).
+def init_distributed(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> None:
+    """Start multi-host JAX when the launcher asked for it (a no-op for a single process).
 
-    jax.distributed.initialize() reads the coordinator address, process count and id from the standard variables
-    (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) or from a cluster environment it recognises (SLURM,
-    Open MPI, ...). We call it only when one of those is present, so that a plain single-process run needs nothing.
+    Flags win over the environment: JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and
+    JAX_PROCESS_ID; without them jax.distributed.initialize() also recognises cluster environments (SLURM, Open MPI).
     """
-    markers = ("JAX_COORDINATOR_ADDRESS", "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE")
-    if any(os.environ.get(m) for m in markers) and not jax.distributed.is_initialized():
-        jax.distributed.initialize()
+    coordinator = coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
+    process_id = process_id if process_id is not None else _env_int("JAX_PROCESS_ID")
+    cluster = any(os.environ.get(m) for m in ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE"))
+    if (coordinator or cluster) and not jax.distributed.is_initialized():
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id)
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
 
 
 def make_mesh(num_ranks: int, devices=None) -> Mesh:
@@ -84,6 +91,8 @@ def zero_specs(tree, num_devices: int):
 
 def reduce_scatter_sum(tree, num_devices: int):
     """Inside shard_map: sum each gradient over ``data`` and keep this device's ZeRO slice (replicated ones all-reduced)."""
+    if num_devices == 1:
+        return tree
 
     def one(g):
         axis = shard_axis(tuple(g.shape), num_devices)
@@ -92,6 +101,23 @@ def reduce_scatter_sum(tree, num_devices: int):
         return jax.lax.psum_scatter(g, AXIS, scatter_dimension=axis, tiled=True)
 
     return jax.tree.map(one, tree)
+
+
+def matrix_split(mesh: Mesh):
+    """For NorMuon's orth_layout: split a stack of matrices (n, rows, cols) over the devices along n.
+
+    A stack that the device count does not divide (11 MLP matrices on 8 devices) is padded by XLA: some devices get
+    one matrix more. On one device this is the identity.
+    """
+    if mesh.devices.size == 1:
+        return None
+    split = NamedSharding(mesh, P(AXIS))
+    return lambda x: jax.lax.with_sharding_constraint(x, split)
+
+
+def sum_over_devices(x, num_devices: int):
+    """Inside shard_map: psum over ``data`` (no collective at all on one device)."""
+    return x if num_devices == 1 else jax.lax.psum(x, AXIS)
 
 
 def local_ranks(mesh: Mesh, num_ranks: int) -> list[int]:
@@ -109,3 +135,22 @@ def put_batch(mesh: Mesh, local: dict, num_ranks: int) -> dict:
         global_shape = (num_ranks,) + tuple(value.shape[1:])
         out[key] = jax.make_array_from_process_local_data(sharding, value, global_shape)
     return out
+
+
+def collectives(hlo_text: str) -> list[dict]:
+    """The collective operations of a compiled program (``compiled.as_text()``): kind, result shapes and bytes."""
+    import re
+
+    sizes = {"f32": 4, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f8e4m3fn": 1, "f8e5m2": 1, "pred": 1, "s8": 1}
+    kinds = ("all-reduce", "reduce-scatter", "all-gather", "all-to-all", "collective-permute")
+    out = []
+    for line in hlo_text.splitlines():
+        m = re.search(r"=\s*(.*?)\s(" + "|".join(kinds) + r")(-start)?\(", line)
+        if not m:
+            continue
+        shapes = re.findall(r"([a-z0-9]+)\[([\d,]*)\]", m.group(1))
+        nbytes = sum(int(np.prod([int(d) for d in dims.split(",") if d], dtype=np.int64)) * sizes.get(dtype, 4)
+                     for dtype, dims in shapes)
+        out.append({"kind": m.group(2), "shapes": [f"{d}[{s}]" for d, s in shapes], "bytes": nbytes})
+    return out
+

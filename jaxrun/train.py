@@ -105,7 +105,7 @@ def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool):
         acc0 = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
         acc, losses = jax.lax.scan(micro, acc0, batch)
         grads = jax.tree.map(lambda g: g / num_ranks, sharding.reduce_scatter_sum(acc, num_devices))
-        return jax.lax.psum(jnp.sum(losses), sharding.AXIS), grads
+        return sharding.sum_over_devices(jnp.sum(losses), num_devices), grads
 
     def build(params_shapes):
         grad_specs = sharding.zero_specs(params_shapes, num_devices)
@@ -119,7 +119,7 @@ def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool):
 
 def make_update_fn(cfg: Config, mesh, shardings, adam: bool):
     """fn(state, grads, step) -> state: NorMuon every step; Adam on odd steps with the 2-step sum (SPEC §3.4)."""
-    muon_tx = optim.normuon(cfg.optim, cfg.schedule)
+    muon_tx = optim.normuon(cfg.optim, cfg.schedule, orth_layout=sharding.matrix_split(mesh))
     adam_tx = optim.cautious_adam(cfg.optim, cfg.schedule)
 
     def update(state, grads, step):
@@ -227,6 +227,7 @@ class RunOptions:
     stop_at: int | None = None  # checkpoint and exit once this many steps are done (for time-limited sessions)
     time_limit_s: float | None = None  # checkpoint and exit when this much wall time has passed
     devices: int | None = None  # use the first N devices of this process (default: all); must divide data.num_ranks
+    distributed: tuple = (None, None, None)  # (coordinator, num_processes, process_id); None = from the environment
 
 
 class _Stop:
@@ -250,7 +251,7 @@ def _enable_compile_cache(cfg: Config) -> str | None:
 
 def train(cfg: Config, opts: RunOptions) -> dict:
     """Run (or resume) training; returns a summary dict. Raises TrainingDiverged / OutOfMemory with a clear message."""
-    sharding.init_distributed()
+    sharding.init_distributed(*opts.distributed)
     cache = _enable_compile_cache(cfg)
     mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[: opts.devices] if opts.devices else None)
     num_devices = mesh.devices.size
@@ -382,7 +383,7 @@ def train(cfg: Config, opts: RunOptions) -> dict:
         log.plot()
         checkpointer.close()
 
-    stats = jax.devices()[0].memory_stats()
+    stats = jax.local_devices()[0].memory_stats()
     if stats:
         peak = stats.get("peak_bytes_in_use", 0) // 2**20
         reserved = stats.get("bytes_reserved", stats.get("bytes_limit", 0)) // 2**20
@@ -426,6 +427,9 @@ def parse_args(argv=None):
     p.add_argument("--stop-at", type=int, help="save a checkpoint and exit after this many steps (resume later)")
     p.add_argument("--time-limit", type=float, help="save a checkpoint and exit after this many seconds of wall time")
     p.add_argument("--devices", type=int, help="use only the first N local devices (default: every visible device)")
+    p.add_argument("--coordinator", help="multi-host: host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=int, help="multi-host: number of processes (default: $JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, help="multi-host: this process's index (default: $JAX_PROCESS_ID)")
     return p.parse_args(argv)
 
 
@@ -468,7 +472,8 @@ def main(argv=None) -> int:
         run_dir.mkdir(parents=True, exist_ok=True)
     try:
         summary = train(cfg, RunOptions(run_dir=run_dir, resume=bool(args.resume), stop_at=args.stop_at,
-                                        time_limit_s=args.time_limit, devices=args.devices))
+                                        time_limit_s=args.time_limit, devices=args.devices,
+                                        distributed=(args.coordinator, args.num_processes, args.process_id)))
     except (TrainingDiverged, OutOfMemory, data_lib.DataError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
