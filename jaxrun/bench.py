@@ -2,6 +2,7 @@
 
     python -m jaxrun.bench ops [--op NAME ...] [--json PATH]     every backend of each op at the record's shapes
     python -m jaxrun.bench tune-attention [--json PATH]           tile sweep of the triton attention kernels
+    python -m jaxrun.bench step [--config PATH] [--phase N ...]   the whole training step per phase (jaxrun.stepbench)
 
 A case is one function of one backend at one shape, with the FLOPs and bytes it must at least do and move. Its floor
 is max(FLOPs / matmul rate, bytes / copy bandwidth), the rates measured in the same run (`measure_rates`). Times are
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxrun import ops
+from jaxrun import ops, stepbench
 from jaxrun.config import CONFIG_DIR, Config, load_config
 from jaxrun.flops import visible_pairs
 
@@ -448,11 +449,15 @@ def main(argv=None) -> None:
     tune_parser.add_argument("--shape", action="append", help=f"shape label, repeatable; default: {', '.join(TUNE_SHAPES)}")
     tune_parser.add_argument("--kernel", action="append", choices=sorted(TILE_CANDIDATES), help="repeatable; default: all")
     tune_parser.add_argument("--json", help="write every timing here")
+    step_parser = commands.add_parser("step", help="the whole training step per phase: time, tokens/s, MFU, memory, compile")
+    stepbench.add_arguments(step_parser)
     args = parser.parse_args(argv)
 
     env = environment()
     print(", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
-    if args.command == "tune-attention":
+    if args.command == "step":
+        result = stepbench.command(args, step_parser, env)
+    elif args.command == "tune-attention":
         rows = tune_attention(labels=args.shape or TUNE_SHAPES, kernels=args.kernel or tuple(TILE_CANDIDATES))
         result = {"environment": env, "rows": rows}
     else:

@@ -1,0 +1,331 @@
+"""``python -m jaxrun.bench step``: the whole training step, per phase, on real batches, as the training loop runs it.
+
+    python -m jaxrun.bench step --config configs/record60.py [--phase 0 --phase 3] [--steps 20] [--warmup 3] [--json PATH]
+
+Compile time is measured twice through train.compile_step_functions (every variant a run compiles before its clock):
+cold, into a fresh, empty persistent compilation cache, and warm, from that cache after jax.clear_caches(). While it
+is measured every executable is written to the cache (no minimum compile time), so "warm" means all of them load.
+
+Each requested phase (0 .. n-1, and n = the extension) runs W warm-up steps, then K timed ones, from one state made
+once by init_state. A step is what the loop does (SPEC §4.1): the next batch from the configured shards, put on the
+devices, gradients, then NorMuon, plus Adam on odd steps; the bench alternates an even and an odd step of the phase
+with one gradient variant (never the untie step), so Adam runs every other step as in training. Each timed step is
+bracketed by block_until_ready, which gives per-step times (median and mean) at the cost of the small overlap of the
+host's dispatch with the previous step's device work that training has.
+
+FLOPs are jaxrun.flops.train_step_flops (SPEC §9) of each timed batch's own segment ids and the phase's windows; MFU is
+achieved FLOP/s over devices x flops.peak_tflops(device kind) (none on CPU). Peak memory is the largest
+memory_stats()['peak_bytes_in_use'] over the devices, a high-water mark since the process started (JAX cannot reset
+it), so phases are run in ascending order and each figure includes every earlier phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from jax.experimental.compilation_cache import compilation_cache
+
+from jaxrun import data as data_lib
+from jaxrun import flops, ops, schedule, sharding, train
+from jaxrun.config import Config, ConfigError, load_config
+
+BATCH_KEYS = ("inputs", "targets", "seg_ids")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepBenchOptions:
+    phases: tuple[int, ...] | None = None  # None: every phase and the extension
+    steps: int = 10  # timed steps per phase
+    warmup: int = 3  # untimed steps per phase before them
+    devices: int | None = None  # the first N local devices (default: all)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Phases and their steps
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def num_phases(cfg: Config) -> int:
+    """Scheduled phases plus the extension."""
+    return len(cfg.schedule.seqs_per_rank) + 1
+
+
+def phase_label(cfg: Config, p: int) -> str:
+    return "extension" if p == num_phases(cfg) - 1 else f"phase {p + 1}"
+
+
+def check_options(cfg: Config, opts: StepBenchOptions) -> tuple[int, ...]:
+    """The phases to run, sorted and deduplicated, each with a step pair to bench; raises ConfigError saying what to
+    change."""
+    n = num_phases(cfg)
+    phases = tuple(range(n)) if opts.phases is None else tuple(sorted(set(opts.phases)))
+    valid = ", ".join(f"{p} ({phase_label(cfg, p)})" for p in range(n))
+    bad = [p for p in phases if not 0 <= p < n]
+    if bad:
+        raise ConfigError(f"--phase {bad[0]} is not a phase of config {cfg.name!r}: use {valid}")
+    if not phases:
+        raise ConfigError(f"no phase to bench: give --phase one or more times ({valid}), or leave it out for all")
+    if opts.steps < 1:
+        raise ConfigError(f"--steps must be at least 1 (timed steps per phase), got {opts.steps}")
+    if opts.warmup < 0:
+        raise ConfigError(f"--warmup must be 0 or more (untimed steps per phase), got {opts.warmup}")
+    if opts.devices is not None and not 1 <= opts.devices <= jax.local_device_count():
+        raise ConfigError(
+            f"--devices {opts.devices}: this process sees {jax.local_device_count()} device(s) "
+            f"(on CPU, more come from XLA_FLAGS=--xla_force_host_platform_device_count=N set before Python starts)"
+        )
+    for p in phases:
+        step_pair(cfg, p)  # a phase too short to bench fails here, before minutes of compilation
+    return phases
+
+
+def step_pair(cfg: Config, p: int) -> tuple[int, int]:
+    """The first (even, odd) pair of training steps of phase p that share one gradient variant, neither being the
+    untie step (SPEC §1.11): alternating them runs the loop's Adam-every-other-step pattern (SPEC §3.4) at the phase's
+    shapes."""
+    sched = cfg.schedule
+    starts = (*schedule.phase_starts(sched), sched.total_steps)  # phase n (the extension) ends with the schedule
+    where = f"--phase {p} ({phase_label(cfg, p)}"
+    if starts[p] >= starts[p + 1]:
+        raise ConfigError(f"{where}) has no training steps in config {cfg.name!r}: leave it out, or lengthen it "
+                          f"(schedule.scheduled_steps, schedule.extension_steps)")
+    untie = schedule.untie_step(sched)
+    for even in range(starts[p] + starts[p] % 2, starts[p + 1] - 1, 2):
+        shapes = [schedule.step_shape(s, sched) for s in (even, even + 1)]
+        if untie not in (even, even + 1) and train.grad_key(shapes[0]) == train.grad_key(shapes[1]):
+            return even, even + 1
+    raise ConfigError(
+        f"{where}, steps {starts[p]} .. {starts[p + 1] - 1}) has no even/odd pair of steps with one gradient variant "
+        f"outside the untie step {untie}: leave it out, or lengthen the schedule (schedule.scheduled_steps, "
+        f"schedule.extension_steps)"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Compilation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_compilation_cache():
+    """An empty persistent compilation cache in a temporary directory that takes every executable; the previous
+    cache settings are restored on exit."""
+    previous_dir = jax.config.jax_compilation_cache_dir
+    previous_min_s = jax.config.jax_persistent_cache_min_compile_time_secs
+    with tempfile.TemporaryDirectory(prefix="jaxrun-stepbench-cache-") as path:
+        compilation_cache.set_cache_dir(path)
+        compilation_cache.reset_cache()  # the cache is opened once per process; make it open this directory
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        try:
+            yield Path(path)
+        finally:
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", previous_min_s)
+            compilation_cache.set_cache_dir(previous_dir)
+            compilation_cache.reset_cache()
+
+
+def compile_cold_and_warm(cfg: Config, mesh, shapes, shardings, val_batch) -> tuple[train.StepFunctions, dict]:
+    """(the warm-compiled step functions, {cold_s, warm_s, variants, cache_files})."""
+    with fresh_compilation_cache() as cache_dir:
+        jax.clear_caches()
+        cold = train.compile_step_functions(cfg, mesh, shapes, shardings, val_batch)
+        cache_files = sum(1 for f in cache_dir.rglob("*") if f.is_file())
+        jax.clear_caches()
+        warm = train.compile_step_functions(cfg, mesh, shapes, shardings, val_batch)
+    variants = {"grad": len(warm.grad), "update": len(warm.update), "eval": len(warm.eval), "untie": 1}
+    return warm, {"cold_s": cold.seconds, "warm_s": warm.seconds, "variants": variants, "cache_files": cache_files}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Timed steps
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def peak_memory_bytes(devices) -> int | None:
+    """Largest peak_bytes_in_use over the devices, or None where the backend does not report it (CPU)."""
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in devices]
+    peaks = [p for p in peaks if p is not None]
+    return max(peaks) if peaks else None
+
+
+def bench_phase(cfg: Config, mesh, fns: train.StepFunctions, state: dict, loader, p: int, opts: StepBenchOptions,
+                peak_tflops: float | None) -> tuple[dict, dict]:
+    """(the state after the phase's steps, the phase's figures). The state is donated step by step, as in training."""
+    sched = cfg.schedule
+    pair = step_pair(cfg, p)
+    shapes = [schedule.step_shape(s, sched) for s in pair]
+    windows = (shapes[0].window_short, shapes[0].window_long)
+    grad_fn = fns.grad[train.grad_key(shapes[0])]
+    dyns = [train.dyn_inputs(cfg, s) for s in pair]
+    tokens_per_rank = shapes[0].tokens_per_rank
+
+    def step(state, i):
+        local = loader.next_batch(tokens_per_rank)
+        batch = sharding.put_batch(mesh, {k: local[k] for k in BATCH_KEYS}, cfg.data.num_ranks)
+        loss, grads = grad_fn(state["params"], batch, dyns[i % 2])
+        state = fns.update[shapes[i % 2].adam](state, grads, jnp.int32(pair[i % 2]))
+        return state, loss, local["seg_ids"]
+
+    for i in range(opts.warmup):
+        state, loss, _ = step(state, i)
+    jax.block_until_ready(state)
+    seconds, seg_ids, losses = [], [], []
+    for i in range(opts.warmup, opts.warmup + opts.steps):
+        start = time.perf_counter()
+        state, loss, seg = step(state, i)
+        jax.block_until_ready((state, loss))
+        seconds.append(time.perf_counter() - start)
+        seg_ids.append(seg)
+        losses.append(float(loss))
+
+    # This process holds only its own ranks' rows; on several processes the others' are counted as alike.
+    rank_scale = cfg.data.num_ranks / seg_ids[0].shape[0]
+    step_flops = [flops.train_step_flops(cfg.model, seg, windows) * rank_scale for seg in seg_ids]
+    total_s = sum(seconds)
+    tokens_per_step = cfg.data.num_ranks * tokens_per_rank
+    tflops = sum(step_flops) / total_s / 1e12
+    num_devices = mesh.devices.size
+    figures = {
+        "phase": p,
+        "label": phase_label(cfg, p),
+        "steps": list(pair),
+        "tokens_per_rank": tokens_per_rank,
+        "tokens_per_step": tokens_per_step,
+        "windows": list(windows),
+        "tied": shapes[0].tied,
+        "warmup_steps": opts.warmup,
+        "timed_steps": opts.steps,
+        "step_ms": [1e3 * s for s in seconds],
+        "median_ms": 1e3 * statistics.median(seconds),
+        "mean_ms": 1e3 * total_s / opts.steps,
+        "tokens_per_s": tokens_per_step * opts.steps / total_s,
+        "flops_per_step": step_flops,
+        "tflops": tflops,
+        "tflops_per_device": tflops / num_devices,
+        "mfu": tflops / (peak_tflops * num_devices) if peak_tflops else None,
+        "peak_memory_bytes": peak_memory_bytes(mesh.devices.flat),
+        "train_losses": losses,
+    }
+    return state, figures
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The benchmark
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
+    """Compile (cold and warm), then time every requested phase; returns the JSON-ready result (see print_report)."""
+    phases = check_options(cfg, opts)
+    sharding.init_distributed()
+    try:
+        mesh = sharding.make_mesh(cfg.data.num_ranks, jax.local_devices()[: opts.devices] if opts.devices else None)
+    except ValueError as err:  # a device count that does not divide the virtual ranks
+        raise ConfigError(str(err)) from err
+    num_devices = mesh.devices.size
+    device_kind = mesh.devices.flat[0].device_kind
+    peak = flops.peak_tflops(device_kind)
+
+    data_lib.ensure_shards(cfg.data, announce=announce)
+    ranks = sharding.local_ranks(mesh, cfg.data.num_ranks)
+    val_batch = sharding.put_batch(mesh, {k: data_lib.val_batches(cfg.data, ranks)[0][k] for k in BATCH_KEYS},
+                                   cfg.data.num_ranks)
+    key = jax.random.PRNGKey(cfg.run.seed)
+    shapes = jax.eval_shape(lambda k: train.init_state(cfg, k), key)
+    shardings = train.state_shardings(shapes, mesh)
+
+    result = {
+        "config": cfg.name,
+        "device_kind": device_kind,
+        "devices": num_devices,
+        "processes": jax.process_count(),
+        "jax": jax.__version__,
+        "peak_tflops_per_device": peak,
+        "backends": dict(cfg.model.backends),
+        "backends_resolved": {op: ops.auto_backend(op) if b == "auto" else b for op, b in cfg.model.backends},
+        "options": dataclasses.asdict(opts) | {"phases": list(phases)},
+    }
+    announce(f"{num_devices} x {device_kind}, peak {f'{peak:.0f} TFLOP/s bf16 dense per device' if peak else 'unknown (MFU n/a)'}; "
+             f"config {cfg.name}; backends {', '.join(f'{op}={b}' for op, b in result['backends_resolved'].items())}")
+    loader = data_lib.TrainLoader(cfg.data, ranks)
+    try:
+        announce("compiling every step variant: cold (empty persistent cache), then warm (from it)")
+        fns, result["compile"] = compile_cold_and_warm(cfg, mesh, shapes, shardings, val_batch)
+        announce(f"compile: cold {result['compile']['cold_s']:.1f} s, warm {result['compile']['warm_s']:.1f} s")
+        state = jax.jit(lambda k: train.init_state(cfg, k), out_shardings=shardings)(key)
+        result["phases"] = []
+        for p in phases:
+            announce(f"{phase_label(cfg, p)}: steps {'/'.join(map(str, step_pair(cfg, p)))}, {opts.warmup} warm-up "
+                     f"+ {opts.steps} timed")
+            state, figures = bench_phase(cfg, mesh, fns, state, loader, p, opts, peak)
+            result["phases"].append(figures)
+    except Exception as err:  # noqa: BLE001 - re-raised with advice when it is an out-of-memory error
+        if train._is_oom(err):
+            raise train.OutOfMemory(train._oom_message("benchmarking the step", cfg, num_devices)) from err
+        raise
+    finally:
+        loader.close()
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Report and command line
+# ----------------------------------------------------------------------------------------------------------------------
+
+HEADER = (f"{'phase':10s} {'steps':>11s} {'tokens/step':>11s} {'windows':>10s} {'median ms':>10s} {'mean ms':>9s} "
+          f"{'tokens/s':>11s} {'TFLOP/s':>8s} {'/device':>8s} {'MFU':>6s} {'peak MiB':>9s}")
+
+
+def format_row(f: dict) -> str:
+    mfu = f"{100 * f['mfu']:5.1f}%" if f["mfu"] is not None else f"{'n/a':>6s}"
+    memory = f"{f['peak_memory_bytes'] / 2**20:9.0f}" if f["peak_memory_bytes"] is not None else f"{'n/a':>9s}"
+    steps, windows = "{}/{}".format(*f["steps"]), "{}/{}".format(*f["windows"])
+    return (f"{f['label']:10s} {steps:>11s} {f['tokens_per_step']:11,d} {windows:>10s} {f['median_ms']:10.2f} "
+            f"{f['mean_ms']:9.2f} {f['tokens_per_s']:11,.0f} {f['tflops']:8.2f} {f['tflops_per_device']:8.2f} {mfu} {memory}")
+
+
+def print_report(result: dict) -> None:
+    c = result["compile"]
+    print(f"\n{result['config']} on {result['devices']} x {result['device_kind']} (jax {result['jax']}); compile "
+          f"{c['variants']['grad']} grad + {c['variants']['update']} update + {c['variants']['eval']} eval + untie variants: "
+          f"cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)")
+    print(HEADER)
+    for figures in result["phases"]:
+        print(format_row(figures))
+    print("(times per optimizer step, each synchronised; TFLOP/s over all devices (SPEC §9 count); peak memory since "
+          "the process started)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="config file (default: configs/tiny.py, the CPU default)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field (repeatable)")
+    parser.add_argument("--phase", type=int, action="append",
+                        help="0, 1, 2 = the scheduled phases, 3 = the extension (repeatable; default: all)")
+    parser.add_argument("--steps", type=int, default=StepBenchOptions.steps, help="timed steps per phase")
+    parser.add_argument("--warmup", type=int, default=StepBenchOptions.warmup, help="untimed steps per phase first")
+    parser.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
+    parser.add_argument("--json", help="write the environment, compile times and per-phase figures here")
+
+
+def command(args: argparse.Namespace, parser: argparse.ArgumentParser, environment: dict) -> dict:
+    """Run the step benchmark for parsed arguments; a bad option or config exits through parser.error (status 2), a
+    data or memory problem with its message (status 1)."""
+    opts = StepBenchOptions(phases=tuple(args.phase) if args.phase else None, steps=args.steps, warmup=args.warmup,
+                            devices=args.devices)
+    try:
+        result = run_step_bench(load_config(args.config, args.overrides), opts)
+    except ConfigError as err:
+        parser.error(str(err))
+    except (data_lib.DataError, train.OutOfMemory) as err:
+        raise SystemExit(f"error: {err}") from err
+    print_report(result)
+    return {"environment": environment, **result}

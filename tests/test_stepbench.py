@@ -1,0 +1,157 @@
+"""jaxrun/stepbench.py (`python -m jaxrun.bench step`): step pairs, the JSON it writes, its figures against an independent
+FLOP count of the same batches, and its errors.
+
+One CLI run on 2 of the 8 fake CPU devices benches two phases of a micro schedule of the tiny config: 6 steps and no
+extension, so the untie step (5) is the last one and every training step is tied (one gradient variant per batch
+size), and phases of 64 and 128 tokens per rank. The other tests read the JSON it wrote.
+"""
+
+import json
+import math
+import os
+import re
+import statistics
+
+import numpy as np
+import pytest
+
+from jaxrun import bench, stepbench
+from jaxrun import data as data_lib
+from jaxrun.config import CONFIG_DIR, ConfigError, load_config
+
+MICRO = [
+    "schedule.scheduled_steps=6",
+    "schedule.extension_steps=0",
+    "schedule.seqs_per_rank=(1, 2, 2)",
+    "schedule.window_blocks=((1, 2), (2, 3), (2, 3), (2, 3))",
+    "schedule.momentum_warmup_steps=2",
+    "schedule.momentum_cooldown_start=6",
+    "schedule.momentum_cooldown_steps=2",
+    "run.val_every=1000",
+    "data.tokenize_passes=1",
+]
+PHASES, WARMUP, STEPS, DEVICES = (0, 1), 1, 2, 2
+
+
+@pytest.fixture(scope="module")
+def overrides(tmp_path_factory):
+    """MICRO with shards tokenized once into a temporary directory from the shipped sample."""
+    root = tmp_path_factory.mktemp("stepbench")
+    out = MICRO + [
+        f"data.train_files={root / 'shards' / 'fineweb_train_*.bin'}",
+        f"data.val_file={root / 'shards' / 'fineweb_val_000000.bin'}",
+        f"data.tokenize_from={os.path.join(os.getcwd(), 'data', 'sample', 'sample.jsonl.xz')}",
+    ]
+    data_lib.ensure_shards(load_config(None, out).data, announce=lambda _: None)
+    return out
+
+
+def _cli(overrides, *extra):
+    argv = ["step"]
+    for item in overrides:
+        argv += ["--set", item]
+    bench.main(argv + list(extra))
+
+
+@pytest.fixture(scope="module")
+def result(overrides, tmp_path_factory):
+    path = tmp_path_factory.mktemp("stepbench_json") / "step.json"
+    phases = [arg for p in PHASES for arg in ("--phase", str(p))]
+    _cli(overrides, *phases, "--steps", str(STEPS), "--warmup", str(WARMUP), "--devices", str(DEVICES), "--json", str(path))
+    return json.loads(path.read_text())
+
+
+def test_step_pairs_of_the_record():
+    cfg = load_config(CONFIG_DIR / "record60.py")
+    # SPEC §4: phases start at 0, 579 and 1157, the extension at 1735; the untie step is 1157 (SPEC §1.11)
+    assert [stepbench.step_pair(cfg, p) for p in range(4)] == [(0, 1), (580, 581), (1158, 1159), (1736, 1737)]
+
+
+def test_json_has_the_environment_and_compile_times(result):
+    assert result["environment"]["backend"] == "cpu" and result["jax"] == result["environment"]["jax"]
+    assert result["config"] == "tiny" and result["devices"] == DEVICES and result["device_kind"] == "cpu"
+    assert result["backends"] == {"attention": "xla", "lm_head": "xla", "mlp": "xla", "cross_entropy": "xla"}
+    assert result["peak_tflops_per_device"] is None
+    c = result["compile"]
+    # one gradient variant per batch size (every step tied), Adam or not, eval at step 0 (tied) and the final one (untied)
+    assert c["variants"] == {"grad": 2, "update": 2, "eval": 2, "untie": 1}
+    assert c["cache_files"] >= sum(c["variants"].values())  # every executable went to the fresh cache
+    assert 0 < c["warm_s"] < c["cold_s"]
+
+
+def test_phase_figures_are_consistent(result):
+    assert [f["phase"] for f in result["phases"]] == list(PHASES)
+    assert [f["steps"] for f in result["phases"]] == [[0, 1], [2, 3]]
+    for f, tokens_per_rank in zip(result["phases"], (64, 128)):
+        seconds = [ms / 1e3 for ms in f["step_ms"]]
+        assert len(seconds) == STEPS and all(s > 0 for s in seconds)
+        assert f["mean_ms"] == pytest.approx(1e3 * statistics.mean(seconds), rel=1e-12)
+        assert f["median_ms"] == pytest.approx(1e3 * statistics.median(seconds), rel=1e-12)
+        assert f["tokens_per_step"] == 8 * tokens_per_rank  # the recipe's 8 virtual ranks
+        assert f["tokens_per_s"] == pytest.approx(f["tokens_per_step"] * STEPS / sum(seconds), rel=1e-12)
+        assert f["tflops"] == pytest.approx(sum(f["flops_per_step"]) / sum(seconds) / 1e12, rel=1e-12)
+        assert f["tflops_per_device"] == pytest.approx(f["tflops"] / DEVICES, rel=1e-12)
+        assert f["mfu"] is None and f["peak_memory_bytes"] is None  # CPU: no peak FLOP/s, no memory stats
+        assert all(math.isfinite(loss) and loss > 0 for loss in f["train_losses"])
+
+
+def _spec9_step_flops(cfg, seg_ids_per_rank, short: int, long: int) -> int:
+    """SPEC §9 by brute force: 6 N per token, plus 3 x forward attention = 3 x 4 d per visible (query, key) pair and
+    head; paired layers see 2 interleaved rows per token in H/2 channels with the short window in rows (SPEC §1.6)."""
+    m = cfg.model
+    attention_layers = [i for i in range(m.num_layers) if i not in m.no_attention_layers]
+    n = len(attention_layers) * 4 * m.model_dim**2 + m.num_layers * 2 * m.mlp_hidden * m.model_dim + m.vocab_size * m.model_dim
+
+    def pairs(seg, window):
+        i, j = np.arange(seg.size)[:, None], np.arange(seg.size)[None, :]
+        return int(np.sum((seg[:, None] == seg[None, :]) & (j <= i) & (i - j <= window)))
+
+    attention = 0
+    for seg in seg_ids_per_rank:
+        for layer in attention_layers:
+            if layer in m.paired_layers:
+                attention += 4 * m.head_dim * (m.num_heads // 2) * pairs(np.repeat(seg, 2), short)
+            else:
+                window = long if layer in m.long_window_layers else short
+                attention += 4 * m.head_dim * m.num_heads * pairs(seg, window)
+    return 6 * n * seg_ids_per_rank.size + 3 * attention
+
+
+def test_flops_count_the_timed_batches(result, overrides):
+    """The FLOPs of each timed step are SPEC §9's of the batch the training loader gives at that point (the bench
+    draws warm-up and timed batches in order from one loader)."""
+    cfg = load_config(None, overrides)
+    loader = data_lib.TrainLoader(cfg.data, range(cfg.data.num_ranks), prefetch=False)
+    window_tokens = cfg.schedule.window_block_size
+    for f, p in zip(result["phases"], PHASES):
+        short, long = (b * window_tokens for b in cfg.schedule.window_blocks[p])
+        assert f["windows"] == [short, long]
+        batches = [loader.next_batch(cfg.schedule.seqs_per_rank[p] * cfg.schedule.seq_len) for _ in range(WARMUP + STEPS)]
+        expected = [_spec9_step_flops(cfg, b["seg_ids"], short, long) for b in batches[WARMUP:]]
+        assert f["flops_per_step"] == expected
+    loader.close()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--phase", "7"], r"--phase 7 is not a phase of config 'tiny': use 0 \(phase 1\), .*3 \(extension\)"),
+        (["--phase", "2"], r"--phase 2 \(phase 3, steps 4 \.\. 5\) has no even/odd pair .* untie step 5"),
+        (["--phase", "3"], r"--phase 3 \(extension\) has no training steps"),
+        (["--phase", "0", "--steps", "0"], r"--steps must be at least 1"),
+        (["--phase", "0", "--devices", "3"], r"3 devices cannot share the recipe's 8 virtual ranks"),
+        (["--phase", "0", "--devices", "9"], r"--devices 9: this process sees 8 device\(s\)"),
+    ],
+)
+def test_bad_options_exit_with_a_clear_error(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _cli(MICRO, *args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: python -m jaxrun.bench step" in err
+    assert re.search(message, err), err
+
+
+def test_check_options_rejects_an_empty_phase_list():
+    with pytest.raises(ConfigError, match="no phase to bench"):
+        stepbench.check_options(load_config(None, MICRO), stepbench.StepBenchOptions(phases=()))
