@@ -187,8 +187,7 @@ def bench_phase(cfg: Config, mesh, fns: train.StepFunctions, state: dict, loader
         losses.append(float(loss))
 
     # This process holds only its own ranks' rows; on several processes the others' are counted as alike.
-    rank_scale = cfg.data.num_ranks / seg_ids[0].shape[0]
-    step_flops = [flops.train_step_flops(cfg.model, seg, windows) * rank_scale for seg in seg_ids]
+    step_flops = [flops.train_step_flops(cfg.model, seg, windows) * cfg.data.num_ranks // seg.shape[0] for seg in seg_ids]
     total_s = sum(seconds)
     tokens_per_step = cfg.data.num_ranks * tokens_per_rank
     tflops = sum(step_flops) / total_s / 1e12
@@ -211,7 +210,7 @@ def bench_phase(cfg: Config, mesh, fns: train.StepFunctions, state: dict, loader
         "tflops": tflops,
         "tflops_per_device": tflops / num_devices,
         "mfu": tflops / (peak_tflops * num_devices) if peak_tflops else None,
-        "peak_memory_bytes": peak_memory_bytes(mesh.devices.flat),
+        "peak_memory_bytes": peak_memory_bytes(mesh.local_devices),
         "train_losses": losses,
     }
     return state, figures
@@ -253,7 +252,8 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
         "backends_resolved": {op: ops.auto_backend(op) if b == "auto" else b for op, b in cfg.model.backends},
         "options": dataclasses.asdict(opts) | {"phases": list(phases)},
     }
-    announce(f"{num_devices} x {device_kind}, peak {f'{peak:.0f} TFLOP/s bf16 dense per device' if peak else 'unknown (MFU n/a)'}; "
+    peak_text = f"{peak:.0f} TFLOP/s bf16 dense per device" if peak else "unknown (MFU n/a)"
+    announce(f"{num_devices} x {device_kind}, peak {peak_text}; "
              f"config {cfg.name}; backends {', '.join(f'{op}={b}' for op, b in result['backends_resolved'].items())}")
     loader = data_lib.TrainLoader(cfg.data, ranks)
     try:
@@ -289,13 +289,14 @@ def format_row(f: dict) -> str:
     memory = f"{f['peak_memory_bytes'] / 2**20:9.0f}" if f["peak_memory_bytes"] is not None else f"{'n/a':>9s}"
     steps, windows = "{}/{}".format(*f["steps"]), "{}/{}".format(*f["windows"])
     return (f"{f['label']:10s} {steps:>11s} {f['tokens_per_step']:11,d} {windows:>10s} {f['median_ms']:10.2f} "
-            f"{f['mean_ms']:9.2f} {f['tokens_per_s']:11,.0f} {f['tflops']:8.2f} {f['tflops_per_device']:8.2f} {mfu} {memory}")
+            f"{f['mean_ms']:9.2f} {f['tokens_per_s']:11,.0f} {f['tflops']:8.2f} {f['tflops_per_device']:8.2f} "
+            f"{mfu} {memory}")
 
 
 def print_report(result: dict) -> None:
-    c = result["compile"]
+    c, v = result["compile"], result["compile"]["variants"]
     print(f"\n{result['config']} on {result['devices']} x {result['device_kind']} (jax {result['jax']}); compile "
-          f"{c['variants']['grad']} grad + {c['variants']['update']} update + {c['variants']['eval']} eval + untie variants: "
+          f"{v['grad']} grad + {v['update']} update + {v['eval']} eval + untie variants: "
           f"cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)")
     print(HEADER)
     for figures in result["phases"]:

@@ -100,7 +100,8 @@ def _spec9_step_flops(cfg, seg_ids_per_rank, short: int, long: int) -> int:
     head; paired layers see 2 interleaved rows per token in H/2 channels with the short window in rows (SPEC §1.6)."""
     m = cfg.model
     attention_layers = [i for i in range(m.num_layers) if i not in m.no_attention_layers]
-    n = len(attention_layers) * 4 * m.model_dim**2 + m.num_layers * 2 * m.mlp_hidden * m.model_dim + m.vocab_size * m.model_dim
+    qkvo, mlp, head = 4 * m.model_dim**2, 2 * m.mlp_hidden * m.model_dim, m.vocab_size * m.model_dim  # SPEC §1.12
+    n = len(attention_layers) * qkvo + m.num_layers * mlp + head
 
     def pairs(seg, window):
         i, j = np.arange(seg.size)[:, None], np.arange(seg.size)[None, :]
