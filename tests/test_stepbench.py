@@ -1,9 +1,10 @@
 """jaxrun/stepbench.py (`python -m jaxrun.bench step`): step pairs, the JSON it writes, its figures against an independent
 FLOP count of the same batches, and its errors.
 
-One CLI run on 2 of the 8 fake CPU devices benches two phases of a micro schedule of the tiny config: 6 steps and no
-extension, so the untie step (5) is the last one and every training step is tied (one gradient variant per batch
-size), and phases of 64 and 128 tokens per rank. The other tests read the JSON it wrote.
+One CLI run on 2 of the 8 fake CPU devices benches two phases of a micro schedule of the tiny config: 6 steps, no
+extension, one batch size and one pair of windows throughout, so that the untie step (5) is the last step and a single
+gradient variant compiles (XLA's CPU compile of a gradient variant dominates this file's time). The other tests read
+the JSON it wrote.
 """
 
 import json
@@ -22,8 +23,8 @@ from jaxrun.config import CONFIG_DIR, ConfigError, load_config
 MICRO = [
     "schedule.scheduled_steps=6",
     "schedule.extension_steps=0",
-    "schedule.seqs_per_rank=(1, 2, 2)",
-    "schedule.window_blocks=((1, 2), (2, 3), (2, 3), (2, 3))",
+    "schedule.seqs_per_rank=(1, 1, 1)",
+    "schedule.window_blocks=((1, 2), (1, 2), (1, 2), (1, 2))",
     "schedule.momentum_warmup_steps=2",
     "schedule.momentum_cooldown_start=6",
     "schedule.momentum_cooldown_steps=2",
@@ -73,8 +74,8 @@ def test_json_has_the_environment_and_compile_times(result):
     assert result["backends"] == {"attention": "xla", "lm_head": "xla", "mlp": "xla", "cross_entropy": "xla"}
     assert result["peak_tflops_per_device"] is None
     c = result["compile"]
-    # one gradient variant per batch size (every step tied), Adam or not, eval at step 0 (tied) and the final one (untied)
-    assert c["variants"] == {"grad": 2, "update": 2, "eval": 2, "untie": 1}
+    # one gradient variant (one shape, every step tied), Adam or not, eval at step 0 (tied) and the final one (untied)
+    assert c["variants"] == {"grad": 1, "update": 2, "eval": 2, "untie": 1}
     assert c["cache_files"] >= sum(c["variants"].values())  # every executable went to the fresh cache
     assert 0 < c["warm_s"] < c["cold_s"]
 
@@ -82,12 +83,12 @@ def test_json_has_the_environment_and_compile_times(result):
 def test_phase_figures_are_consistent(result):
     assert [f["phase"] for f in result["phases"]] == list(PHASES)
     assert [f["steps"] for f in result["phases"]] == [[0, 1], [2, 3]]
-    for f, tokens_per_rank in zip(result["phases"], (64, 128)):
+    for f in result["phases"]:
         seconds = [ms / 1e3 for ms in f["step_ms"]]
         assert len(seconds) == STEPS and all(s > 0 for s in seconds)
         assert f["mean_ms"] == pytest.approx(1e3 * statistics.mean(seconds), rel=1e-12)
         assert f["median_ms"] == pytest.approx(1e3 * statistics.median(seconds), rel=1e-12)
-        assert f["tokens_per_step"] == 8 * tokens_per_rank  # the recipe's 8 virtual ranks
+        assert f["tokens_per_step"] == 8 * 64  # the recipe's 8 virtual ranks x one 64-token sequence
         assert f["tokens_per_s"] == pytest.approx(f["tokens_per_step"] * STEPS / sum(seconds), rel=1e-12)
         assert f["tflops"] == pytest.approx(sum(f["flops_per_step"]) / sum(seconds) / 1e12, rel=1e-12)
         assert f["tflops_per_device"] == pytest.approx(f["tflops"] / DEVICES, rel=1e-12)
