@@ -1,5 +1,6 @@
 """Schedules against SPEC §4 / §1.7 / §12: the listed values, and direct transcriptions of the SPEC formulas at every step."""
 
+import dataclasses
 import math
 
 import jax
@@ -103,9 +104,9 @@ def test_scalar_schedules_every_step(cfg):
     np.testing.assert_allclose(mtp, mtp_ref, rtol=2e-5, atol=1e-8)
 
 
-def test_tiny_lr_max_switches_one_step_after_phase_start():
+def test_lr_max_switches_one_step_after_an_exact_third():
     # 150 scheduled steps: s = 50 is exactly x = 1/3, phase 1 by int(3x) but still lr_max 1.0 by x > 1/3 (reference get_lr).
-    t = TINY.schedule
+    t = dataclasses.replace(TINY.schedule, scheduled_steps=150, extension_steps=10)
     assert S.phase(50, t) == 1 and S.phase(49, t) == 0
     assert S.lr_factor(50, t) == 1.0 and S.lr_factor(51, t) == 1.52
     assert float(S.lr_factor(jnp.int32(50), t)) == 1.0
@@ -130,7 +131,9 @@ def test_token_total_matches_spec():
 
 def test_untie_step():
     assert S.untie_step(REC) == 1157
-    assert S.untie_step(TINY.schedule) == 101
+    # tiny: 60 scheduled steps, last phase from s = 40, made odd -> 41; with 150 steps: 100 -> 101
+    assert S.untie_step(TINY.schedule) == 41
+    assert S.untie_step(dataclasses.replace(TINY.schedule, scheduled_steps=150)) == 101
     assert S.untie_step(REC) % 2 == 1 and S.untie_step(TINY.schedule) % 2 == 1
 
 
