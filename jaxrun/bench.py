@@ -139,7 +139,7 @@ def attention_shapes(cfg: Config) -> list[AttentionShape]:
     """The record's attention calls: per training phase (and the extension) the standard short and long windows and
     the paired layout; at the final validation the long window. Shapes are per device."""
     m, s = cfg.model, cfg.schedule
-    d, h = m.head_dim, m.num_heads
+    h = m.num_heads
     phases = [(f"phase {i + 1}", n * s.seq_len) for i, n in enumerate(s.seqs_per_rank)]
     phases.append(("extension", s.seqs_per_rank[-1] * s.seq_len))
     shapes = []

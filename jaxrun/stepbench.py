@@ -268,8 +268,8 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
             state, figures = bench_phase(cfg, mesh, fns, state, loader, p, opts, peak)
             result["phases"].append(figures)
     except Exception as err:  # noqa: BLE001 - re-raised with advice when it is an out-of-memory error
-        if train._is_oom(err):
-            raise train.OutOfMemory(train._oom_message("benchmarking the step", cfg, num_devices)) from err
+        if train.is_oom(err):
+            raise train.OutOfMemory(train.oom_message("benchmarking the step", cfg, num_devices)) from err
         raise
     finally:
         loader.close()

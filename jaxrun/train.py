@@ -47,7 +47,7 @@ class OutOfMemory(RuntimeError):
 _OOM_MARKERS = ("RESOURCE_EXHAUSTED", "out of memory", "Out of memory", "OOM")
 
 
-def _oom_message(what: str, cfg: Config, num_devices: int) -> str:
+def oom_message(what: str, cfg: Config, num_devices: int) -> str:
     tokens = max(cfg.schedule.seqs_per_rank) * cfg.schedule.seq_len * cfg.data.num_ranks // num_devices
     return (
         f"out of device memory while {what}. Each of the {num_devices} device(s) processes up to {tokens:,} tokens per "
@@ -57,7 +57,7 @@ def _oom_message(what: str, cfg: Config, num_devices: int) -> str:
     )
 
 
-def _is_oom(err: BaseException) -> bool:
+def is_oom(err: BaseException) -> bool:
     return any(m in str(err) for m in _OOM_MARKERS)
 
 
@@ -290,8 +290,8 @@ def train(cfg: Config, opts: RunOptions) -> dict:
     try:
         fns = compile_step_functions(cfg, mesh, shapes, shardings, val_steps[0])
     except Exception as err:  # noqa: BLE001 - re-raised with advice when it is an OOM
-        if _is_oom(err):
-            raise OutOfMemory(_oom_message("compiling", cfg, num_devices)) from err
+        if is_oom(err):
+            raise OutOfMemory(oom_message("compiling", cfg, num_devices)) from err
         raise
     compile_s = fns.seconds
     log.print(f"compiled {len(fns.grad)} gradient, {len(fns.update)} update and {len(fns.eval)} eval variants in {compile_s:.1f}s")
@@ -374,8 +374,8 @@ def train(cfg: Config, opts: RunOptions) -> dict:
                 return {"stopped_at": done, "val_losses": val_losses, "compile_s": compile_s, "run_dir": str(opts.run_dir)}
         save(total)
     except Exception as err:  # noqa: BLE001
-        if _is_oom(err):
-            raise OutOfMemory(_oom_message("training", cfg, num_devices)) from err
+        if is_oom(err):
+            raise OutOfMemory(oom_message("training", cfg, num_devices)) from err
         raise
     finally:
         for sig, handler in old_handlers.items():

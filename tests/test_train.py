@@ -158,7 +158,7 @@ def test_errors_are_reported_with_advice(tmp_path, capsys, monkeypatch):
 
 def test_out_of_memory_message():
     cfg = load_config(None)
-    msg = train._oom_message("compiling", cfg, 1)
+    msg = train.oom_message("compiling", cfg, 1)
     assert "fewer tokens per device" in msg and "seqs_per_rank" in msg
-    assert train._is_oom(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"))
-    assert not train._is_oom(RuntimeError("shape mismatch"))
+    assert train.is_oom(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"))
+    assert not train.is_oom(RuntimeError("shape mismatch"))
