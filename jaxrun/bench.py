@@ -3,6 +3,8 @@
     python -m jaxrun.bench ops [--op NAME ...] [--json PATH]     every backend of each op at the record's shapes
     python -m jaxrun.bench tune-attention [--json PATH]           tile sweep of the triton attention kernels
     python -m jaxrun.bench step [--config PATH] [--phase N ...]   the whole training step per phase (jaxrun.stepbench)
+    python -m jaxrun.bench model [--config PATH] [--set K=V]      model forward + backward on one micro-batch
+    python -m jaxrun.bench normuon [--config PATH]                NorMuon update: batched vs one matrix at a time
 
 A case is one function of one backend at one shape, with the FLOPs and bytes it must at least do and move. Its floor
 is max(FLOPs / matmul rate, bytes / copy bandwidth), the rates measured in the same run (`measure_rates`). Times are
@@ -29,9 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxrun import ops, stepbench
+from jaxrun import model, ops, schedule, stepbench, train
 from jaxrun.config import CONFIG_DIR, Config, load_config
-from jaxrun.flops import visible_pairs
+from jaxrun.flops import train_step_flops, visible_pairs
 
 BACKWARD_FLOPS_FACTOR = 2.5  # FlashAttention's convention: backward = 2.5 x forward
 
@@ -329,6 +331,57 @@ OP_CASES: dict[str, Callable[..., list[Case]]] = {
 
 
 # ----------------------------------------------------------------------------------------------------------------------
+# The whole model on one micro-batch, and the NorMuon update
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def bench_model(cfg: Config, phase: int | None = None, seed: int = 0) -> dict:
+    """Forward + backward of the whole model (the summed training loss and the gradients of every parameter) on one
+    micro-batch of the given phase (default: the last, 49,152 tokens in the record) at that phase's windows, tied or
+    not as the phase is; random tokens in random documents. Peak memory is this process's high-water mark, so run it
+    in a fresh process for a clean figure."""
+    sched = cfg.schedule
+    phase = stepbench.num_phases(cfg) - 2 if phase is None else phase
+    s = stepbench.step_pair(cfg, phase)[0]
+    shape = schedule.step_shape(s, sched)
+    t = shape.tokens_per_rank
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, cfg.model.vocab_size, size=t + 1).astype(np.int32)
+    batch = {"inputs": jnp.asarray(tokens[:-1]), "targets": jnp.asarray(tokens[1:]),
+             "seg_ids": jnp.asarray(random_documents(t, cfg.data.max_doc_len, rng))}
+    params = jax.jit(lambda k: model.init_params(cfg.model, k))(jax.random.key(seed))
+    dyn = train.dyn_inputs(cfg, s)
+    windows = (shape.window_short, shape.window_long)
+    loss_and_grads = jax.value_and_grad(
+        lambda p, b, d: model.train_loss(p, b, d, cfg=cfg.model, windows=windows, tied=shape.tied))
+    ms, compile_s = time_ms(loss_and_grads, (params, batch, dyn), samples=5, min_sample_s=0.0)
+    step_flops = train_step_flops(cfg.model, np.asarray(batch["seg_ids"])[None], windows)
+    result = {
+        "phase": stepbench.phase_label(cfg, phase), "step": s, "tokens": t, "windows": list(windows), "tied": shape.tied,
+        "backends": {op: ops.auto_backend(op) if b == "auto" else b for op, b in cfg.model.backends},
+        "ms": ms, "compile_s": compile_s, "tflops": step_flops / ms * 1e-9, "flops": step_flops,
+        "peak_memory_bytes": stepbench.peak_memory_bytes(jax.local_devices()[:1]),
+    }
+    memory = result["peak_memory_bytes"]
+    print(f"model fwd+bwd, {result['phase']} (step {s}): {t:,} tokens, windows {windows[0]}/{windows[1]}, "
+          f"{'tied' if shape.tied else 'untied'}; backends {result['backends']}: {ms:.2f} ms, "
+          f"{result['tflops']:.0f} TFLOP/s, compile {compile_s:.1f} s, peak memory "
+          + (f"{memory / 2**30:.2f} GiB" if memory is not None else "n/a"), flush=True)
+    return result
+
+
+def bench_normuon_command(cfg: Config, repeats: int) -> dict:
+    from jaxrun import optim
+
+    result = optim.bench_normuon(cfg.optim, cfg.schedule, repeats, model=cfg.model)
+    print(f"NorMuon update of {result['n_matrices']} matrices ({', '.join(f'{k} {tuple(v)}' for k, v in result['banks'].items())}) "
+          f"on {result['device']}: batched {result['batched_ms']:.2f} ms, one matrix at a time {result['per_matrix_ms']:.2f} ms "
+          f"({result['speedup']:.1f}x); largest difference {result['max_abs_update_diff']:.2e} "
+          f"(largest update {result['max_abs_update']:.2e})", flush=True)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
 # Attention tile sweep
 # ----------------------------------------------------------------------------------------------------------------------
 
@@ -427,6 +480,32 @@ def print_table(rows: list[dict], reference_backends=("cudnn-nodoc", "xla")) -> 
             print(line)
 
 
+# cuDNN attention is exact only up to a static number of documents per call (NaN beyond), so auto never picks it.
+NOT_FOR_AUTO = {("attention", "cudnn")}
+
+
+def pick_backends(rows: list[dict]) -> dict[str, str]:
+    """op -> the backend with the least total time over the op's forward + backward cases (what a training step runs),
+    among the registry's backends that ran every one of those cases without error."""
+    totals: dict[str, dict[str, float]] = {}
+    failed: set[tuple[str, str]] = set()
+    for row in rows:
+        op = row["name"].split()[0]
+        if "fwd+bwd" not in row["name"] or (op, row["backend"]) not in ops.BACKENDS or (op, row["backend"]) in NOT_FOR_AUTO:
+            continue
+        if "error" in row:
+            failed.add((op, row["backend"]))
+        else:
+            totals.setdefault(op, {}).setdefault(row["backend"], 0.0)
+            totals[op][row["backend"]] += row["ms"]
+    picks = {}
+    for op, by_backend in totals.items():
+        ok = {b: ms for b, ms in by_backend.items() if (op, b) not in failed}
+        if ok:
+            picks[op] = min(ok, key=ok.get)
+    return picks
+
+
 def environment() -> dict:
     env = {"device": jax.devices()[0].device_kind, "jax": jax.__version__, "backend": jax.default_backend()}
     for module in ("jaxlib", "triton", "jax_triton"):
@@ -445,10 +524,23 @@ def main(argv=None) -> None:
     ops_parser.add_argument("--backend", action="append", help="repeatable; default: every backend of the op")
     ops_parser.add_argument("--config", default=str(CONFIG_DIR / "record60.py"), help="shapes from this config")
     ops_parser.add_argument("--json", help="write the environment, rates and every row here")
+    ops_parser.add_argument("--no-auto", action="store_true",
+                            help="do not record the fastest backends for `auto` (default: recorded in "
+                                 "$JAXRUN_AUTO_BACKENDS or ~/.cache/jaxrun/auto_backends.json on a GPU)")
     tune_parser = commands.add_parser("tune-attention", help="tile sweep of the triton attention kernels")
     tune_parser.add_argument("--shape", action="append", help=f"shape label, repeatable; default: {', '.join(TUNE_SHAPES)}")
     tune_parser.add_argument("--kernel", action="append", choices=sorted(TILE_CANDIDATES), help="repeatable; default: all")
     tune_parser.add_argument("--json", help="write every timing here")
+    model_parser = commands.add_parser("model", help="forward + backward of the whole model on one micro-batch: time, memory")
+    model_parser.add_argument("--config", default=str(CONFIG_DIR / "record60.py"))
+    model_parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    model_parser.add_argument("--phase", type=int, help="0-based phase whose micro-batch and windows to use (default: "
+                              "the last scheduled phase, 49,152 tokens in the record)")
+    model_parser.add_argument("--json")
+    normuon_parser = commands.add_parser("normuon", help="one NorMuon update of every matrix: batched vs one at a time")
+    normuon_parser.add_argument("--config", default=str(CONFIG_DIR / "record60.py"))
+    normuon_parser.add_argument("--repeats", type=int, default=20)
+    normuon_parser.add_argument("--json")
     step_parser = commands.add_parser("step", help="the whole training step per phase: time, tokens/s, MFU, memory, compile")
     stepbench.add_arguments(step_parser)
     args = parser.parse_args(argv)
@@ -457,6 +549,10 @@ def main(argv=None) -> None:
     print(", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
     if args.command == "step":
         result = stepbench.command(args, step_parser, env)
+    elif args.command == "model":
+        result = {"environment": env, **bench_model(load_config(args.config, args.overrides), args.phase)}
+    elif args.command == "normuon":
+        result = {"environment": env, **bench_normuon_command(load_config(args.config), args.repeats)}
     elif args.command == "tune-attention":
         rows = tune_attention(labels=args.shape or TUNE_SHAPES, kernels=args.kernel or tuple(TILE_CANDIDATES))
         result = {"environment": env, "rows": rows}
@@ -470,7 +566,11 @@ def main(argv=None) -> None:
             builder = OP_CASES[op]
             rows += run(builder(cfg, args.backend) if args.backend else builder(cfg), rates)
         print_table(rows)
-        result = {"environment": env, "rates": rates, "rows": rows}
+        picks = pick_backends(rows)
+        result = {"environment": env, "rates": rates, "rows": rows, "auto": picks}
+        print(f"fastest (auto): {', '.join(f'{op} {b}' for op, b in sorted(picks.items())) or 'nothing measured'}")
+        if picks and env["backend"] == "gpu" and not args.no_auto:
+            print(f"auto now picks these on {env['device']}: recorded in {ops.write_auto_picks(picks, env['device'])}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
+import os
+import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import MappingProxyType
 
 import jax
@@ -57,11 +61,67 @@ class BackendUnavailableError(RuntimeError):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+# Where `python -m jaxrun.bench ops` records the fastest backend per op for each device kind it ran on, and the table
+# shipped with the project (the same measurement made on the GPUs we had). "auto" reads the first, then the second.
+AUTO_TABLE_ENV = "JAXRUN_AUTO_BACKENDS"
+SHIPPED_AUTO_TABLE = Path(__file__).parent / "assets" / "auto_backends.json"
+
+
+def auto_table_path() -> Path:
+    """The user's table of measured backends: $JAXRUN_AUTO_BACKENDS, else ~/.cache/jaxrun/auto_backends.json."""
+    return Path(os.environ.get(AUTO_TABLE_ENV) or Path.home() / ".cache" / "jaxrun" / "auto_backends.json")
+
+
+def read_auto_table(path: Path) -> dict[str, dict[str, str]]:
+    """{device kind: {op: backend}} from a table file; an unreadable file is reported and treated as empty (auto then
+    falls back, it never fails a run)."""
+    try:
+        table = json.loads(Path(path).read_text())
+        return {str(kind): {str(op): str(b) for op, b in picks.items()} for kind, picks in table["devices"].items()}
+    except FileNotFoundError:
+        return {}
+    except Exception as err:  # corrupt or hand-edited badly
+        warnings.warn(f"ignoring the auto-backend table {path}: {type(err).__name__}: {err}", stacklevel=2)
+        return {}
+
+
+def measured_backends(device=None) -> dict[str, str]:
+    """op -> the backend measured fastest on this kind of device: the user's table, else the shipped one; on a device
+    kind neither has measured, the shipped picks of a device with the same compute capability; else nothing."""
+    device = device or jax.devices()[0]
+    kind = device.device_kind
+    user, shipped = read_auto_table(auto_table_path()), read_auto_table(SHIPPED_AUTO_TABLE)
+    if kind in user:
+        return user[kind]
+    if kind in shipped:
+        return shipped[kind]
+    # the shipped table also names, per compute capability, the measured device whose picks stand for it
+    capability = str(getattr(device, "compute_capability", ""))
+    try:
+        stand_in = json.loads(SHIPPED_AUTO_TABLE.read_text()).get("compute_capability", {}).get(capability)
+    except FileNotFoundError:
+        stand_in = None
+    return shipped.get(stand_in, {})
+
+
+def write_auto_picks(picks: Mapping[str, str], device_kind: str, path: Path | None = None) -> Path:
+    """Record measured picks for a device kind in the user's table (other kinds and other ops are kept)."""
+    path = Path(path or auto_table_path())
+    table = read_auto_table(path)
+    table.setdefault(device_kind, {}).update(picks)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"devices": table}, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def auto_backend(op: str, measured: Mapping[str, str] | None = None) -> str:
-    """The backend "auto" stands for: the fastest one measured on this GPU (``measured``: op -> backend, as the
-    benchmark reports it), else ``xla``."""
+    """The backend "auto" stands for: the fastest one measured for this op on this kind of device (``measured``, else
+    `measured_backends`), else ``xla``."""
     _check_op(op)
-    return dict(measured or {}).get(op, "xla")
+    picks = measured_backends() if measured is None else measured
+    return dict(picks).get(op, "xla")
 
 
 def get(op: str, backend: str, *, measured: Mapping[str, str] | None = None) -> Callable:

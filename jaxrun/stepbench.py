@@ -34,10 +34,11 @@ import jax.numpy as jnp
 from jax.experimental.compilation_cache import compilation_cache
 
 from jaxrun import data as data_lib
-from jaxrun import flops, ops, schedule, sharding, train
+from jaxrun import flops, ops, profiling, schedule, sharding, train
 from jaxrun.config import Config, ConfigError, load_config
 
 BATCH_KEYS = ("inputs", "targets", "seg_ids")
+PROFILE_STEPS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,6 +47,8 @@ class StepBenchOptions:
     steps: int = 10  # timed steps per phase
     warmup: int = 3  # untimed steps per phase before them
     devices: int | None = None  # the first N local devices (default: all)
+    cold_compile: bool = True  # False: compile once, through the run's usual persistent cache
+    profile_dir: str | None = None  # trace PROFILE_STEPS more steps of each phase here and summarise them
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -213,6 +216,19 @@ def bench_phase(cfg: Config, mesh, fns: train.StepFunctions, state: dict, loader
         "peak_memory_bytes": peak_memory_bytes(mesh.local_devices),
         "train_losses": losses,
     }
+    if opts.profile_dir:  # after the timed steps, so tracing never slows them
+        with profiling.trace(Path(opts.profile_dir) / f"phase{p}") as trace_dir:
+            for i in range(opts.warmup + opts.steps, opts.warmup + opts.steps + PROFILE_STEPS):
+                state, loss, _ = step(state, i)
+            jax.block_until_ready((state, loss))
+        try:
+            summary = profiling.summarize(trace_dir, PROFILE_STEPS)
+        except ValueError as err:  # no device kernels in the trace (CPU): the trace is still there to open
+            print(f"profile: {err}")
+            figures["profile"] = {"trace": str(trace_dir), "error": str(err)}
+        else:
+            profiling.print_summary(summary, top=25)
+            figures["profile"] = {k: v for k, v in summary.items() if k != "by_name"} | {"by_name": summary["by_name"][:40]}
     return state, figures
 
 
@@ -258,8 +274,16 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
     loader = data_lib.TrainLoader(cfg.data, ranks)
     try:
         announce("compiling every step variant: cold (empty persistent cache), then warm (from it)")
-        fns, result["compile"] = compile_cold_and_warm(cfg, mesh, shapes, shardings, val_batch)
-        announce(f"compile: cold {result['compile']['cold_s']:.1f} s, warm {result['compile']['warm_s']:.1f} s")
+        if opts.cold_compile:
+            fns, result["compile"] = compile_cold_and_warm(cfg, mesh, shapes, shardings, val_batch)
+        else:
+            fns = train.compile_step_functions(cfg, mesh, shapes, shardings, val_batch)
+            result["compile"] = {"cold_s": None, "warm_s": None, "once_s": fns.seconds, "cache_files": None,
+                                 "variants": {"grad": len(fns.grad), "update": len(fns.update), "eval": len(fns.eval),
+                                              "untie": 1}}
+        c = result["compile"]
+        announce(f"compile: cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s" if opts.cold_compile
+                 else f"compile (usual persistent cache, not cleared): {c['once_s']:.1f} s")
         state = jax.jit(lambda k: train.init_state(cfg, k), out_shardings=shardings)(key)
         result["phases"] = []
         for p in phases:
@@ -297,7 +321,8 @@ def print_report(result: dict) -> None:
     c, v = result["compile"], result["compile"]["variants"]
     print(f"\n{result['config']} on {result['devices']} x {result['device_kind']} (jax {result['jax']}); compile "
           f"{v['grad']} grad + {v['update']} update + {v['eval']} eval + untie variants: "
-          f"cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)")
+          + (f"cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)" if c["cold_s"] is not None
+             else f"{c['once_s']:.1f} s through the usual persistent cache"))
     print(HEADER)
     for figures in result["phases"]:
         print(format_row(figures))
@@ -315,13 +340,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=StepBenchOptions.warmup, help="untimed steps per phase first")
     parser.add_argument("--devices", type=int, help="use the first N local devices (default: all)")
     parser.add_argument("--json", help="write the environment, compile times and per-phase figures here")
+    parser.add_argument("--skip-cold", action="store_true",
+                        help="compile once through the usual persistent cache instead of cold and then warm")
+    parser.add_argument("--profile", metavar="DIR", help=f"after timing, trace {PROFILE_STEPS} more steps of each phase "
+                        "into DIR/phase<N> and print where the device time goes (jaxrun.profiling)")
 
 
 def command(args: argparse.Namespace, parser: argparse.ArgumentParser, environment: dict) -> dict:
     """Run the step benchmark for parsed arguments; a bad option or config exits through parser.error (status 2), a
     data or memory problem with its message (status 1)."""
     opts = StepBenchOptions(phases=tuple(args.phase) if args.phase else None, steps=args.steps, warmup=args.warmup,
-                            devices=args.devices)
+                            devices=args.devices, profile_dir=args.profile, cold_compile=not args.skip_cold)
     try:
         result = run_step_bench(load_config(args.config, args.overrides), opts)
     except ConfigError as err:

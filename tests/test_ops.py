@@ -1,5 +1,6 @@
 """jaxrun.ops: the xla backends against independent numpy transcriptions of SPEC, and the backend registry."""
 
+import json
 import subprocess
 import sys
 import types
@@ -371,3 +372,28 @@ def test_eval_loss_rejects_bad_chunk():
     with pytest.raises(ValueError, match="chunk must be a positive int"):
         ops.eval_loss(jnp.zeros((4, 8)), jnp.zeros((5, 8)), jnp.zeros(4, jnp.int32), chunk=0, head=None,
                       cross_entropy=None)
+
+
+class _FakeDevice:
+    def __init__(self, kind, capability=None):
+        self.device_kind, self.compute_capability = kind, capability
+
+
+def test_auto_reads_the_recorded_table_then_the_shipped_one(tmp_path, monkeypatch):
+    user = tmp_path / "auto.json"
+    monkeypatch.setenv(ops.AUTO_TABLE_ENV, str(user))
+    shipped = tmp_path / "shipped.json"
+    shipped.write_text(json.dumps({"devices": {"GPU A": {"attention": "triton", "mlp": "xla"}},
+                                   "compute_capability": {"9.0": "GPU A"}}))
+    monkeypatch.setattr(ops, "SHIPPED_AUTO_TABLE", shipped)
+    assert ops.measured_backends(_FakeDevice("GPU A")) == {"attention": "triton", "mlp": "xla"}
+    assert ops.measured_backends(_FakeDevice("GPU B", "9.0")) == {"attention": "triton", "mlp": "xla"}  # same family
+    assert ops.measured_backends(_FakeDevice("GPU C", "8.0")) == {}
+    assert ops.measured_backends(_FakeDevice("cpu")) == {}
+    ops.write_auto_picks({"mlp": "triton"}, "GPU A")
+    ops.write_auto_picks({"cross_entropy": "triton"}, "GPU A")  # merged, not replaced
+    assert ops.measured_backends(_FakeDevice("GPU A")) == {"mlp": "triton", "cross_entropy": "triton"}
+    assert ops.auto_backend("attention") == "xla"  # this machine's CPU has no entry
+    user.write_text("{not json")
+    with pytest.warns(UserWarning, match="ignoring the auto-backend table"):
+        assert ops.measured_backends(_FakeDevice("GPU A")) == {"attention": "triton", "mlp": "xla"}
