@@ -277,6 +277,7 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
         if opts.cold_compile:
             fns, result["compile"] = compile_cold_and_warm(cfg, mesh, shapes, shardings, val_batch)
         else:
+            train.enable_compile_cache(cfg)
             fns = train.compile_step_functions(cfg, mesh, shapes, shardings, val_batch)
             result["compile"] = {"cold_s": None, "warm_s": None, "once_s": fns.seconds, "cache_files": None,
                                  "variants": {"grad": len(fns.grad), "update": len(fns.update), "eval": len(fns.eval),

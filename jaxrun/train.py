@@ -240,7 +240,8 @@ class _Stop:
         self.signal = signal.Signals(signum).name
 
 
-def _enable_compile_cache(cfg: Config) -> str | None:
+def enable_compile_cache(cfg: Config) -> str | None:
+    """Point JAX's persistent compilation cache at cfg.run.compile_cache_dir (none if it is ""); returns the path."""
     if not cfg.run.compile_cache_dir:
         return None
     path = os.path.expanduser(cfg.run.compile_cache_dir)
@@ -252,7 +253,7 @@ def _enable_compile_cache(cfg: Config) -> str | None:
 def train(cfg: Config, opts: RunOptions) -> dict:
     """Run (or resume) training; returns a summary dict. Raises TrainingDiverged / OutOfMemory with a clear message."""
     sharding.init_distributed(*opts.distributed)
-    cache = _enable_compile_cache(cfg)
+    cache = enable_compile_cache(cfg)
     mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[: opts.devices] if opts.devices else None)
     num_devices = mesh.devices.size
     is_main = jax.process_index() == 0

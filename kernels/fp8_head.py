@@ -27,8 +27,9 @@ import numpy as np
 
 from jaxrun.kernels.triton_runtime import MatmulTiles, jax_triton, tl, triton
 
-# Tile shapes: the fastest of a sweep on an H100 at T = 16,384 (forward 1.90 ms, dh 1.56 ms, dW 1.96 ms; 128x128 tiles
-# took 1.93 / 2.18 / 3.16 ms).
+# Tile shapes: the fastest of sweeps on an H100 at T = 16,384. Non-persistent: forward 1.90 ms, dh 1.56 ms, dW 1.96 ms
+# (128x128 tiles: 1.93 / 2.18 / 3.16 ms). Persistent forward: 1.27 ms at (128, 256, 128), 4 stages; 3 stages 1.42 ms,
+# 128x128 tiles 1.48 ms, 256x128 1.47 ms, BLOCK_K 64 1.54 ms.
 FORWARD_TILES = MatmulTiles(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=4)
 GRAD_INPUT_TILES = MatmulTiles(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=3)
 GRAD_WEIGHT_TILES = MatmulTiles(block_m=128, block_n=256, block_k=128, group_m=8, num_warps=8, num_stages=3)
@@ -53,41 +54,53 @@ if triton is not None:
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
         GROUP_M: tl.constexpr,
+        NUM_PROGRAMS: tl.constexpr,
     ):
         """c (M, N) = (a · bᵀ) · out_scale; b is (N, K) row-major, a[m, k] sits at a_ptr + m·STRIDE_AM + k·STRIDE_AK.
 
         QUANTIZE_A: a is bf16 and is rounded to e5m2 after multiplying by a_inv_scale, in registers.
+        Persistent: NUM_PROGRAMS programs (one per SM) stride over the output tiles, and the tile loop is flattened
+        with the K loop so the next tile's loads overlap this tile's epilogue. With K = 768 a tile is only six K
+        steps, so its (128 x 256 bf16) store would otherwise leave the tensor cores idle: 1.27 ms instead of 1.65 ms
+        for the forward at T = 16,384 on an H100.
         """
-        pid = tl.program_id(0)
+        start = tl.program_id(0)
+        grid_m = tl.cdiv(M, BLOCK_M)
         grid_n = tl.cdiv(N, BLOCK_N)
-        pid_m, pid_n = tl.swizzle2d(pid // grid_n, pid % grid_n, tl.cdiv(M, BLOCK_M), grid_n, GROUP_M)
-        rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        rk = tl.arange(0, BLOCK_K)
-        # 64-bit offsets: a (T, V) operand has more than 2**31 elements.
-        a_ptrs = a_ptr + rm[:, None].to(tl.int64) * STRIDE_AM + rk[None, :] * STRIDE_AK
-        b_ptrs = b_ptr + rn[None, :].to(tl.int64) * K + rk[:, None]
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            # Masks only where a dimension is not a multiple of its block (constexpr tests, no cost otherwise).
-            if M % BLOCK_M == 0 and K % BLOCK_K == 0:
-                a = tl.load(a_ptrs)
-            else:
-                a = tl.load(a_ptrs, mask=(rm[:, None] < M) & (rk[None, :] < K - k0), other=0.0)
-            if N % BLOCK_N == 0 and K % BLOCK_K == 0:
-                b = tl.load(b_ptrs)
-            else:
-                b = tl.load(b_ptrs, mask=(rn[None, :] < N) & (rk[:, None] < K - k0), other=0.0)
-            if QUANTIZE_A:
-                a = (a.to(tl.float32) * a_inv_scale).to(tl.float8e5)
-            if FAST_ACCUM:
-                acc = tl.dot(a, b, acc)
-            else:
-                acc = tl.dot(a, b, acc, max_num_imprecise_acc=BLOCK_K)
-            a_ptrs += BLOCK_K * STRIDE_AK
-            b_ptrs += BLOCK_K
-        c = (acc * out_scale).to(c_ptr.dtype.element_ty)
-        tl.store(c_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], c, mask=(rm[:, None] < M) & (rn[None, :] < N))
+        for tile in tl.range(start, grid_m * grid_n, NUM_PROGRAMS, flatten=True):
+            pid_m, pid_n = tl.swizzle2d(tile // grid_n, tile % grid_n, grid_m, grid_n, GROUP_M)
+            rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            rk = tl.arange(0, BLOCK_K)
+            # 64-bit offsets: a (T, V) operand has more than 2**31 elements.
+            a_ptrs = a_ptr + rm[:, None].to(tl.int64) * STRIDE_AM + rk[None, :] * STRIDE_AK
+            b_ptrs = b_ptr + rn[None, :].to(tl.int64) * K + rk[:, None]
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                # Masks only where a dimension is not a multiple of its block (constexpr tests, no cost otherwise).
+                if M % BLOCK_M == 0 and K % BLOCK_K == 0:
+                    a = tl.load(a_ptrs)
+                else:
+                    a = tl.load(a_ptrs, mask=(rm[:, None] < M) & (rk[None, :] < K - k0), other=0.0)
+                if N % BLOCK_N == 0 and K % BLOCK_K == 0:
+                    b = tl.load(b_ptrs)
+                else:
+                    b = tl.load(b_ptrs, mask=(rn[None, :] < N) & (rk[:, None] < K - k0), other=0.0)
+                if QUANTIZE_A:
+                    a = (a.to(tl.float32) * a_inv_scale).to(tl.float8e5)
+                if FAST_ACCUM:
+                    acc = tl.dot(a, b, acc)
+                else:
+                    acc = tl.dot(a, b, acc, max_num_imprecise_acc=BLOCK_K)
+                a_ptrs += BLOCK_K * STRIDE_AK
+                b_ptrs += BLOCK_K
+            c = (acc * out_scale).to(c_ptr.dtype.element_ty)
+            tl.store(c_ptr + rm[:, None].to(tl.int64) * N + rn[None, :], c, mask=(rm[:, None] < M) & (rn[None, :] < N))
+
+
+def streaming_multiprocessors() -> int:
+    """SMs of the default GPU (the persistent kernel runs one program per SM)."""
+    return int(getattr(jax.devices()[0], "core_count", 0) or 132)
 
 
 def quantize(x: jax.Array, scale: float, dtype) -> jax.Array:
@@ -116,6 +129,7 @@ def scaled_fp8_matmul(
     if b.shape[1] != k:
         raise ValueError(f"scaled_fp8_matmul: a {a.shape} (transposed={a_transposed}) and b {b.shape} disagree on K")
     stride_am, stride_ak = (1, m) if a_transposed else (k, 1)
+    num_programs = min(tiles.grid(m, n)[0], streaming_multiprocessors())
     return jt.triton_call(
         a,
         b,
@@ -123,7 +137,7 @@ def scaled_fp8_matmul(
         np.float32(1.0 / a_quant_scale if a_quant_scale is not None else 1.0),
         kernel=_scaled_fp8_matmul_kernel,
         out_shape=jax.ShapeDtypeStruct((m, n), jnp.bfloat16),
-        grid=tiles.grid(m, n),
+        grid=(num_programs,),
         num_warps=tiles.num_warps,
         num_stages=tiles.num_stages,
         name="scaled_fp8_matmul",
@@ -134,6 +148,7 @@ def scaled_fp8_matmul(
         STRIDE_AK=stride_ak,
         QUANTIZE_A=a_quant_scale is not None,
         FAST_ACCUM=fast_accum,
+        NUM_PROGRAMS=num_programs,
         **tiles.meta(),
     )
 

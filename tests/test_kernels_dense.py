@@ -12,6 +12,7 @@ import pytest
 import jax
 import jax.numpy as jnp
 
+from jaxrun import ops
 from jaxrun.config import CONFIG_DIR, load_config
 from jaxrun.kernels import fp8_head, relu2_mlp, softcap_ce
 from jaxrun.kernels.triton_runtime import MatmulTiles
@@ -251,6 +252,30 @@ def test_fp8_head_ragged_shapes():
 @pytest.mark.parametrize("t", RECORD_T)
 def test_fp8_head_record_shapes(t):
     _check_fp8_head(t=t, v=MODEL.vocab_size, d=MODEL.model_dim, seed=t)
+
+
+@pytest.mark.gpu
+@gpu
+def test_xla_fp8_head_is_one_scaled_fp8_gemm_per_product():
+    """The xla backend's CUDA form: each of the three products is one cuBLASLt FP8 GEMM with a bf16 output (the scale
+    in its epilogue), and the numbers are SPEC §1.9's."""
+    t, v, d = 4096, MODEL.vocab_size, MODEL.model_dim
+    kh, kw, kg = jax.random.split(jax.random.key(3), 3)
+    h, w, dlogits = _random(kh, (t, d)), _random(kw, (v, d), 0.005), _random(kg, (t, v), 0.05)
+    head = lambda h, w: ops.lm_head_xla(h, w, fp8=True, scales=SCALES)  # noqa: E731
+    logits, (dh, dw) = _value_and_vjp(head, h, w, dlogits)
+    ref_logits, ref_dh, ref_dw = jax.jit(_fp8_head_reference)(h, w, dlogits)
+    for got, ref in ((logits, ref_logits), (dh, ref_dh), (dw, ref_dw)):
+        assert got.dtype == jnp.bfloat16 and rel_err(got, ref) < 1e-2
+
+    def run(h, w, g):
+        out, vjp = jax.vjp(head, h, w)
+        return out, vjp(g)
+
+    hlo = jax.jit(run).lower(h, w, dlogits).compile().as_text()
+    gemms = [line for line in hlo.splitlines() if "__cublas$lt$matmul$f8" in line]
+    assert len(gemms) == 3, "\n".join(gemms)
+    assert all("bf16[" in line.split("custom-call(")[0] for line in gemms), "\n".join(gemms)
 
 
 @pytest.mark.gpu

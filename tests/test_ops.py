@@ -397,3 +397,13 @@ def test_auto_reads_the_recorded_table_then_the_shipped_one(tmp_path, monkeypatc
     user.write_text("{not json")
     with pytest.warns(UserWarning, match="ignoring the auto-backend table"):
         assert ops.measured_backends(_FakeDevice("GPU A")) == {"attention": "triton", "mlp": "xla"}
+
+
+@pytest.mark.parametrize("scale", [100 / 448 * 1.6 / 448, 0.75 / 448 * 1.6 / 448, 0.75 / 448 * 100 / 448, 1.0, 3e-9])
+def test_bf16_scale_pair_is_exact_in_bf16_and_multiplies_to_the_scale(scale):
+    p, q = ops.bf16_scale_pair(scale)
+    for factor in (p, q):
+        assert float(np.float32(factor).astype(ml_dtypes.bfloat16)) == factor
+    assert abs(p * q - scale) <= 1e-4 * scale  # a single bf16 scale could only get within 2**-9 = 2e-3
+    with pytest.raises(ValueError, match="positive"):
+        ops.bf16_scale_pair(0.0)
