@@ -270,8 +270,9 @@ class GPT(nn.Module):
         tokens, seg_ids = batch["inputs"], batch["seg_ids"]
         mlp = ops.get("mlp", cfg.backend("mlp"))
 
-        e = (p["lm_head"] if tied else p["embed"])[tokens]  # tied: the head is the input embedding (SPEC §1.11)
-        value_embeds = p["ve"][:, tokens]  # (num_value_embeds, T, D), one gather (and one scatter-add) for all layers
+        # tied: the head is the input embedding (SPEC §1.11)
+        e = ops.embedding_lookup(p["lm_head"] if tied else p["embed"], tokens)
+        value_embeds = ops.embedding_lookup(p["ve"], tokens)  # (num_value_embeds, T, D): one gather for all layers
         e = smear(e, p["smear_gate"], scalars[lay.smear])
         x0 = rms_norm(e, cfg.rms_eps)
         x = x0

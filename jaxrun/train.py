@@ -225,7 +225,7 @@ class RunOptions:
     run_dir: Path
     resume: bool = False
     stop_at: int | None = None  # checkpoint and exit once this many steps are done (for time-limited sessions)
-    time_limit_s: float | None = None  # checkpoint and exit when this much wall time has passed
+    time_limit_s: float | None = None  # checkpoint and exit once this much wall time has passed since train() began
     devices: int | None = None  # use the first N devices of this process (default: all); must divide data.num_ranks
     distributed: tuple = (None, None, None)  # (coordinator, num_processes, process_id); None = from the environment
 
@@ -252,6 +252,7 @@ def enable_compile_cache(cfg: Config) -> str | None:
 
 def train(cfg: Config, opts: RunOptions) -> dict:
     """Run (or resume) training; returns a summary dict. Raises TrainingDiverged / OutOfMemory with a clear message."""
+    wall0 = time.perf_counter()  # the time limit counts data checks and compilation too
     sharding.init_distributed(*opts.distributed)
     cache = enable_compile_cache(cfg)
     mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[: opts.devices] if opts.devices else None)
@@ -301,7 +302,6 @@ def train(cfg: Config, opts: RunOptions) -> dict:
     # --- loop (SPEC §4.1) --------------------------------------------------------------------------------------------
     stop = _Stop()
     old_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)} if _main_thread() else {}
-    wall0 = time.perf_counter()
     last_good_step = start if opts.resume else None
     pending = None  # (step, loss array): checked one step late so the device keeps a step in flight
     untie_at = schedule.untie_step(sched)
@@ -344,7 +344,17 @@ def train(cfg: Config, opts: RunOptions) -> dict:
             if s == total:
                 break
             shape = schedule.step_shape(s, sched)
-            local = loader.next_batch(shape.tokens_per_rank)
+            try:
+                local = loader.next_batch(shape.tokens_per_rank)
+            except data_lib.DataError as err:  # out of data: keep the s steps done (the loader has not moved)
+                if pending is not None:
+                    check(pending)
+                    pending = None
+                jax.block_until_ready(state)
+                train_time_ms += 1000 * (time.perf_counter() - t_start)
+                save(s)
+                raise data_lib.DataError(f"{err}. The {s} steps done are saved in {checkpointer.directory}: add data, "
+                                         f"then python -m jaxrun.train --resume {opts.run_dir}") from err
             batch = sharding.put_batch(mesh, {k: local[k] for k in ("inputs", "targets", "seg_ids")}, cfg.data.num_ranks)
             loss, grads = fns.grad[grad_key(shape)](state["params"], batch, dyn)
             state = fns.update[shape.adam](state, grads, jnp.int32(s))
@@ -426,7 +436,8 @@ def parse_args(argv=None):
     p.add_argument("--dry-run", action="store_true", help="print the parameter table and exit")
     p.add_argument("--print-config", action="store_true", help="print every config key and value, then exit")
     p.add_argument("--stop-at", type=int, help="save a checkpoint and exit after this many steps (resume later)")
-    p.add_argument("--time-limit", type=float, help="save a checkpoint and exit after this many seconds of wall time")
+    p.add_argument("--time-limit", type=float, help="save a checkpoint and exit once this many seconds of wall time have passed since the start "
+                   "(compilation included; leave time for the save)")
     p.add_argument("--devices", type=int, help="use only the first N local devices (default: every visible device)")
     p.add_argument("--coordinator", help="multi-host: host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS)")
     p.add_argument("--num-processes", type=int, help="multi-host: number of processes (default: $JAX_NUM_PROCESSES)")

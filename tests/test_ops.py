@@ -407,3 +407,19 @@ def test_bf16_scale_pair_is_exact_in_bf16_and_multiplies_to_the_scale(scale):
     assert abs(p * q - scale) <= 1e-4 * scale  # a single bf16 scale could only get within 2**-9 = 2e-3
     with pytest.raises(ValueError, match="positive"):
         ops.bf16_scale_pair(0.0)
+
+
+@pytest.mark.parametrize("stack", [(), (3,)])
+def test_embedding_lookup_gathers_rows_and_sums_gradients_of_repeated_tokens(stack):
+    rng = np.random.default_rng(0)
+    v, d = 11, 4
+    table = jnp.asarray(rng.standard_normal((*stack, v, d)), jnp.bfloat16)
+    tokens = jnp.asarray([3, 0, 3, 10, 3, 7], jnp.int32)  # token 3 three times
+    g = jnp.asarray(rng.standard_normal((*stack, 6, d)), jnp.bfloat16)
+    out, vjp = jax.vjp(lambda t: ops.embedding_lookup(t, tokens), table)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(table)[..., np.asarray(tokens), :])
+    (grad,) = vjp(g)
+    onehot = np.eye(v, dtype=np.float64)[np.asarray(tokens)]  # (T, V): the gradient is onehot^T g, summed in fp32
+    expected = np.einsum("tv,...td->...vd", onehot, np.asarray(g, np.float64))
+    assert grad.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.asarray(grad, np.float64), expected, rtol=2**-8, atol=1e-6)

@@ -103,6 +103,25 @@ def test_sigterm_saves_a_checkpoint_that_resumes(workdir, monkeypatch):
     assert sorted(_train_losses(run_dir)) == list(range(8))
 
 
+def test_running_out_of_data_saves_the_steps_done(workdir, monkeypatch):
+    original = data_lib.TrainLoader.next_batch
+    calls = {"n": 0}
+
+    def next_batch(self, tokens_per_rank):
+        calls["n"] += 1
+        if calls["n"] >= 4:  # the 4th batch (step 3) does not exist
+            raise data_lib.DataError("out of training data: test")
+        return original(self, tokens_per_rank)
+
+    monkeypatch.setattr(data_lib.TrainLoader, "next_batch", next_batch)
+    with pytest.raises(data_lib.DataError, match=r"out of training data: test\. The 3 steps done are saved .*--resume"):
+        _run(workdir, "nodata")
+    monkeypatch.setattr(data_lib.TrainLoader, "next_batch", original)
+    resumed, run_dir = _run(workdir, "nodata", resume=True)  # "more data": the real loader again
+    assert resumed["stopped_at"] == 8
+    assert sorted(_train_losses(run_dir)) == list(range(8))
+
+
 def test_nan_stops_and_keeps_the_last_good_checkpoint(workdir, monkeypatch):
     import jax.numpy as jnp
 
