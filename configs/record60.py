@@ -42,6 +42,9 @@ MODEL = ModelConfig(
     fp8_scales=(100 / 448, 1.6 / 448, 0.75 / 448),  # x, w, grad (SPEC §1.9)
     fp8_head=True,
     eval_token_chunk=16384,
+    # the fastest measured backend per op on this GPU (jaxrun/assets/auto_backends.json, or what
+    # `python -m jaxrun.bench ops` recorded here); xla on a CPU
+    backends=(("attention", "auto"), ("lm_head", "auto"), ("mlp", "auto"), ("cross_entropy", "auto")),
 )
 
 _SMALL = (0.9, 0.99)

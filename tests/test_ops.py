@@ -423,3 +423,15 @@ def test_embedding_lookup_gathers_rows_and_sums_gradients_of_repeated_tokens(sta
     expected = np.einsum("tv,...td->...vd", onehot, np.asarray(g, np.float64))
     assert grad.dtype == jnp.bfloat16
     np.testing.assert_allclose(np.asarray(grad, np.float64), expected, rtol=2**-8, atol=1e-6)
+
+
+def test_the_shipped_auto_table_names_registered_backends_and_cpu_gets_xla():
+    table = json.loads(ops.SHIPPED_AUTO_TABLE.read_text())
+    for kind, picks in table["devices"].items():
+        assert set(picks) == set(ops.OPS), kind
+        assert all((op, backend) in ops.BACKENDS for op, backend in picks.items()), picks
+    assert all(kind in table["devices"] for kind in table["compute_capability"].values())
+    from jaxrun.config import CONFIG_DIR, load_config
+
+    cfg = load_config(CONFIG_DIR / "record60.py")
+    assert {op: ops.auto_backend(op) for op, b in cfg.model.backends if b == "auto"} == dict.fromkeys(ops.OPS, "xla")
