@@ -236,7 +236,7 @@ def lm_head_xla(h, w, *, fp8: bool, scales: tuple[float, float, float]):
     return _fp8_head(h, w, tuple(float(s) for s in scales))
 
 
-def _quantize(x, scale: float, dtype):
+def quantize_fp8(x, scale: float, dtype):
     """x / scale formed in fp32, clamped to the format's range, rounded once (SPEC §14.2). The reference does not clamp
     (in range by construction, SPEC §1.9 [NOTE]); clamping only avoids NaN/inf where it would have overflowed."""
     limit = float(jnp.finfo(dtype).max)
@@ -292,8 +292,8 @@ def _fp8_head(h, w, scales):
 
 def _fp8_head_fwd(h, w, scales):
     x_scale, w_scale, _ = scales
-    xq = _quantize(h, x_scale, jnp.float8_e4m3fn)
-    wq = _quantize(w, w_scale, jnp.float8_e4m3fn)
+    xq = quantize_fp8(h, x_scale, jnp.float8_e4m3fn)
+    wq = quantize_fp8(w, w_scale, jnp.float8_e4m3fn)
     logits = _scaled_fp8_dot(xq, wq, (1, 1), x_scale * w_scale)
     return logits, (xq, wq)  # the backward uses the quantised copies (SPEC §1.9)
 
@@ -301,7 +301,7 @@ def _fp8_head_fwd(h, w, scales):
 def _fp8_head_bwd(scales, residuals, g):
     x_scale, w_scale, g_scale = scales
     xq, wq = residuals
-    gq = _quantize(g, g_scale, jnp.float8_e5m2)
+    gq = quantize_fp8(g, g_scale, jnp.float8_e5m2)
     dh = _scaled_fp8_dot(gq, wq, (1, 0), g_scale * w_scale)
     dw = _scaled_fp8_dot(gq, xq, (0, 0), g_scale * x_scale)  # fp32 accumulation, stored as the bf16 grad
     return dh, dw
