@@ -87,22 +87,20 @@ def read_auto_table(path: Path) -> dict[str, dict[str, str]]:
 
 
 def measured_backends(device=None) -> dict[str, str]:
-    """op -> the backend measured fastest on this kind of device: the user's table, else the shipped one; on a device
-    kind neither has measured, the shipped picks of a device with the same compute capability; else nothing."""
+    """op -> the backend measured fastest on this kind of device: the user's picks for it over the shipped ones; for a
+    device kind the shipped table has not measured, the shipped picks of a device with the same compute capability."""
     device = device or jax.devices()[0]
     kind = device.device_kind
-    user, shipped = read_auto_table(auto_table_path()), read_auto_table(SHIPPED_AUTO_TABLE)
-    if kind in user:
-        return user[kind]
-    if kind in shipped:
-        return shipped[kind]
-    # the shipped table also names, per compute capability, the measured device whose picks stand for it
-    capability = str(getattr(device, "compute_capability", ""))
-    try:
-        stand_in = json.loads(SHIPPED_AUTO_TABLE.read_text()).get("compute_capability", {}).get(capability)
-    except FileNotFoundError:
-        stand_in = None
-    return shipped.get(stand_in, {})
+    shipped = read_auto_table(SHIPPED_AUTO_TABLE)
+    if kind not in shipped:  # the shipped table names, per compute capability, the measured device that stands in
+        capability = str(getattr(device, "compute_capability", ""))
+        try:
+            kind_in_table = json.loads(SHIPPED_AUTO_TABLE.read_text()).get("compute_capability", {}).get(capability)
+        except FileNotFoundError:
+            kind_in_table = None
+    else:
+        kind_in_table = kind
+    return {**shipped.get(kind_in_table, {}), **read_auto_table(auto_table_path()).get(kind, {})}
 
 
 def write_auto_picks(picks: Mapping[str, str], device_kind: str, path: Path | None = None) -> Path:

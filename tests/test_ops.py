@@ -392,7 +392,10 @@ def test_auto_reads_the_recorded_table_then_the_shipped_one(tmp_path, monkeypatc
     assert ops.measured_backends(_FakeDevice("cpu")) == {}
     ops.write_auto_picks({"mlp": "triton"}, "GPU A")
     ops.write_auto_picks({"cross_entropy": "triton"}, "GPU A")  # merged, not replaced
-    assert ops.measured_backends(_FakeDevice("GPU A")) == {"mlp": "triton", "cross_entropy": "triton"}
+    # the user's measurements override the shipped picks op by op
+    assert ops.measured_backends(_FakeDevice("GPU A")) == {"attention": "triton", "mlp": "triton", "cross_entropy": "triton"}
+    ops.write_auto_picks({"lm_head": "triton"}, "GPU B")
+    assert ops.measured_backends(_FakeDevice("GPU B", "9.0")) == {"attention": "triton", "mlp": "xla", "lm_head": "triton"}
     assert ops.auto_backend("attention") == "xla"  # this machine's CPU has no entry
     user.write_text("{not json")
     with pytest.warns(UserWarning, match="ignoring the auto-backend table"):
