@@ -358,7 +358,7 @@ def bench_model(cfg: Config, phase: int | None = None, seed: int = 0) -> dict:
     step_flops = train_step_flops(cfg.model, np.asarray(batch["seg_ids"])[None], windows)
     result = {
         "phase": stepbench.phase_label(cfg, phase), "step": s, "tokens": t, "windows": list(windows), "tied": shape.tied,
-        "backends": {op: ops.auto_backend(op) if b == "auto" else b for op, b in cfg.model.backends},
+        "backends": ops.resolve_backends(cfg.model.backends),
         "ms": ms, "compile_s": compile_s, "tflops": step_flops / ms * 1e-9, "flops": step_flops,
         "peak_memory_bytes": stepbench.peak_memory_bytes(jax.local_devices()[:1]),
     }

@@ -91,16 +91,12 @@ def measured_backends(device=None) -> dict[str, str]:
     device kind the shipped table has not measured, the shipped picks of a device with the same compute capability."""
     device = device or jax.devices()[0]
     kind = device.device_kind
-    shipped = read_auto_table(SHIPPED_AUTO_TABLE)
-    if kind not in shipped:  # the shipped table names, per compute capability, the measured device that stands in
-        capability = str(getattr(device, "compute_capability", ""))
-        try:
-            kind_in_table = json.loads(SHIPPED_AUTO_TABLE.read_text()).get("compute_capability", {}).get(capability)
-        except FileNotFoundError:
-            kind_in_table = None
+    shipped = json.loads(SHIPPED_AUTO_TABLE.read_text())  # package data, checked by the tests
+    if kind not in shipped["devices"]:  # the shipped table names, per compute capability, the device that stands in
+        kind_in_table = shipped["compute_capability"].get(str(getattr(device, "compute_capability", "")))
     else:
         kind_in_table = kind
-    return {**shipped.get(kind_in_table, {}), **read_auto_table(auto_table_path()).get(kind, {})}
+    return {**shipped["devices"].get(kind_in_table, {}), **read_auto_table(auto_table_path()).get(kind, {})}
 
 
 def write_auto_picks(picks: Mapping[str, str], device_kind: str, path: Path | None = None) -> Path:
@@ -121,6 +117,11 @@ def auto_backend(op: str, measured: Mapping[str, str] | None = None) -> str:
     _check_op(op)
     picks = measured_backends() if measured is None else measured
     return dict(picks).get(op, "xla")
+
+
+def resolve_backends(backends) -> dict[str, str]:
+    """op -> the backend that runs, for (op, backend) pairs such as ModelConfig.backends ("auto" resolved here)."""
+    return {op: auto_backend(op) if b == "auto" else b for op, b in backends}
 
 
 def get(op: str, backend: str, *, measured: Mapping[str, str] | None = None) -> Callable:

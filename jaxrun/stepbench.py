@@ -265,7 +265,7 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
         "jax": jax.__version__,
         "peak_tflops_per_device": peak,
         "backends": dict(cfg.model.backends),
-        "backends_resolved": {op: ops.auto_backend(op) if b == "auto" else b for op, b in cfg.model.backends},
+        "backends_resolved": ops.resolve_backends(cfg.model.backends),
         "options": dataclasses.asdict(opts) | {"phases": list(phases)},
     }
     peak_text = f"{peak:.0f} TFLOP/s bf16 dense per device" if peak else "unknown (MFU n/a)"
