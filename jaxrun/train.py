@@ -317,6 +317,16 @@ def train(cfg: Config, opts: RunOptions) -> dict:
             )
         log.metric({"step": s_, "train_loss": value})
 
+    def stop_clock():
+        """Check the pending loss, wait for the device and add the time since t_start to the training time: before
+        an evaluation or a checkpoint, which the clock does not count (SPEC §6)."""
+        nonlocal pending, train_time_ms
+        if pending is not None:
+            check(pending)
+            pending = None
+        jax.block_until_ready(state)
+        train_time_ms += 1000 * (time.perf_counter() - t_start)
+
     def save(step_done: int):
         nonlocal last_good_step
         checkpointer.save(step_done, state, loader.get_state(),
@@ -329,11 +339,7 @@ def train(cfg: Config, opts: RunOptions) -> dict:
         for s in range(start, total + 1):
             dyn = dyn_inputs(cfg, min(s, total - 1))  # the final evaluation keeps the last step's YaRN state (SPEC §2.2)
             if s % cfg.run.val_every == 0 or s == total:
-                if pending is not None:
-                    check(pending)
-                    pending = None
-                jax.block_until_ready(state)
-                train_time_ms += 1000 * (time.perf_counter() - t_start)
+                stop_clock()
                 windows, tied = _eval_variant(cfg, s)
                 loss = evaluate.validation_loss(fns.eval[(windows, tied)], state["params"], val_steps, dyn, cfg.data.num_ranks)
                 val_losses[s] = loss
@@ -347,11 +353,7 @@ def train(cfg: Config, opts: RunOptions) -> dict:
             try:
                 local = loader.next_batch(shape.tokens_per_rank)
             except data_lib.DataError as err:  # out of data: keep the s steps done (the loader has not moved)
-                if pending is not None:
-                    check(pending)
-                    pending = None
-                jax.block_until_ready(state)
-                train_time_ms += 1000 * (time.perf_counter() - t_start)
+                stop_clock()
                 save(s)
                 raise data_lib.DataError(f"{err}. The {s} steps done are saved in {checkpointer.directory}: add data, "
                                          f"then python -m jaxrun.train --resume {opts.run_dir}") from err
@@ -372,10 +374,7 @@ def train(cfg: Config, opts: RunOptions) -> dict:
             out_of_time = opts.time_limit_s is not None and time.perf_counter() - wall0 > opts.time_limit_s
             halt = stop.signal or (opts.stop_at is not None and done >= opts.stop_at) or out_of_time
             if due or halt:
-                check(pending)
-                pending = None
-                jax.block_until_ready(state)
-                train_time_ms += 1000 * (time.perf_counter() - t_start)
+                stop_clock()
                 save(done)
                 t_start = time.perf_counter()
             if halt:
