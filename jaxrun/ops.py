@@ -178,6 +178,14 @@ def attention_xla(q, k, v, seg_ids, scale, *, window: int, block: int = ATTENTIO
     seq_len, heads, head_dim = q.shape
     num_blocks = -(-seq_len // block)
     back = min(-(-window // block), num_blocks - 1)  # key blocks before the query's own block (none beyond the start)
+    # The query blocks run as a loop of `passes` >= 2 equal passes (whole padding blocks at the tail, after every real
+    # query): a one-trip loop, or a remainder outside the loop, is inlined by XLA, whose scheduler may then move the
+    # rematerialised scores of the backward up into the forward (nothing ties them to the cotangent), so that every
+    # layer's score-sized buffers stay alive from its forward to its backward.
+    per_pass = max(1, _MAX_SCORES_PER_PASS // (heads * block * (back + 1) * block))
+    passes = max(2, -(-num_blocks // per_pass))
+    per_pass = -(-num_blocks // passes)
+    num_blocks = passes * per_pass
     pad = num_blocks * block - seq_len
 
     def blocks(x):  # (T, ...) -> (num_blocks, block, ...), tail padded (padded keys lie after every real query)
@@ -209,12 +217,10 @@ def attention_xla(q, k, v, seg_ids, scale, *, window: int, block: int = ATTENTIO
         o = jnp.einsum("hqk,khd->qhd", p.astype(v.dtype), vb, preferred_element_type=jnp.float32)
         return (o / denom.T[:, :, None]).astype(q.dtype)
 
-    per_pass = max(1, _MAX_SCORES_PER_PASS // (heads * block * (back + 1) * block))
-    args = (jnp.arange(num_blocks), q_blocks, q_seg)
-    if per_pass >= num_blocks:
-        out = jax.vmap(one_block)(args)
-    else:
-        out = lax.map(one_block, args, batch_size=per_pass)
+    def passes_of(x):  # (num_blocks, ...) -> (passes, per_pass, ...)
+        return x.reshape((passes, per_pass) + x.shape[1:])
+
+    out = lax.map(jax.vmap(one_block), (passes_of(jnp.arange(num_blocks)), passes_of(q_blocks), passes_of(q_seg)))
     return out.reshape((num_blocks * block, heads, head_dim))[:seq_len]
 
 
