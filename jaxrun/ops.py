@@ -51,6 +51,7 @@ BACKENDS: Mapping[tuple[str, str], str] = MappingProxyType(
 # (larger problems run as a sequential map over groups of query blocks, so memory stays bounded for T = 262,144).
 ATTENTION_BLOCK = 128
 _MAX_SCORES_PER_PASS = 1 << 27
+_ONE_PASS_SCORES = 1 << 22  # up to this many scores (16 MB in fp32) all query blocks run as one batch, no loop
 
 
 class BackendUnavailableError(RuntimeError):
@@ -178,12 +179,13 @@ def attention_xla(q, k, v, seg_ids, scale, *, window: int, block: int = ATTENTIO
     seq_len, heads, head_dim = q.shape
     num_blocks = -(-seq_len // block)
     back = min(-(-window // block), num_blocks - 1)  # key blocks before the query's own block (none beyond the start)
-    # The query blocks run as a loop of `passes` >= 2 equal passes (whole padding blocks at the tail, after every real
-    # query): a one-trip loop, or a remainder outside the loop, is inlined by XLA, whose scheduler may then move the
-    # rematerialised scores of the backward up into the forward (nothing ties them to the cotangent), so that every
-    # layer's score-sized buffers stay alive from its forward to its backward.
-    per_pass = max(1, _MAX_SCORES_PER_PASS // (heads * block * (back + 1) * block))
-    passes = max(2, -(-num_blocks // per_pass))
+    # Beyond a small size the query blocks run as a loop of `passes` >= 2 equal passes (whole padding blocks at the
+    # tail, after every real query): a one-trip loop, or a remainder outside the loop, is inlined by XLA, whose
+    # scheduler may then move the rematerialised scores of the backward up into the forward (nothing ties them to the
+    # cotangent), so that every layer's score-sized buffers stay alive from its forward to its backward.
+    scores_per_block = heads * block * (back + 1) * block
+    per_pass = max(1, _MAX_SCORES_PER_PASS // scores_per_block)
+    passes = max(1 if num_blocks * scores_per_block <= _ONE_PASS_SCORES else 2, -(-num_blocks // per_pass))
     per_pass = -(-num_blocks // passes)
     num_blocks = passes * per_pass
     pad = num_blocks * block - seq_len
@@ -220,7 +222,11 @@ def attention_xla(q, k, v, seg_ids, scale, *, window: int, block: int = ATTENTIO
     def passes_of(x):  # (num_blocks, ...) -> (passes, per_pass, ...)
         return x.reshape((passes, per_pass) + x.shape[1:])
 
-    out = lax.map(jax.vmap(one_block), (passes_of(jnp.arange(num_blocks)), passes_of(q_blocks), passes_of(q_seg)))
+    args = (jnp.arange(num_blocks), q_blocks, q_seg)
+    if passes == 1:
+        out = jax.vmap(one_block)(args)
+    else:
+        out = lax.map(jax.vmap(one_block), jax.tree.map(passes_of, args))
     return out.reshape((num_blocks * block, heads, head_dim))[:seq_len]
 
 

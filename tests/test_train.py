@@ -181,3 +181,41 @@ def test_out_of_memory_message():
     assert "fewer tokens per device" in msg and "seqs_per_rank" in msg
     assert train.is_oom(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"))
     assert not train.is_oom(RuntimeError("shape mismatch"))
+
+
+def test_warm_up_runs_every_step_variant_once_and_keeps_the_state():
+    """SPEC §6: each variant runs once before the clock starts; the update and untie functions donate their state, so
+    the warm-up must hand them a copy and leave the run's own state untouched."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxrun import schedule, sharding
+
+    cfg = load_config(None)
+    mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:1])
+    state = {"params": {"w": jnp.arange(4.0)}, "opt": {"m": jnp.zeros(4)}}
+    calls = []
+
+    def grad_fn(key):
+        def run(params, batch, dyn):
+            assert params is state["params"]
+            assert batch["inputs"].shape == (cfg.data.num_ranks, key[0]) and not batch["inputs"].any()
+            calls.append(("grad", key))
+            return jnp.float32(0), jax.tree.map(jnp.ones_like, params)
+        return run
+
+    def donating(name):
+        def run(s, *rest):
+            assert s is not state
+            calls.append((name,))
+            jax.tree.map(lambda x: x.delete(), s)  # what donation does to the caller's buffers
+            return jax.tree.map(lambda x: x + 1, state)
+        return run
+
+    keys = list(dict.fromkeys(train.grad_key(s) for s in schedule.all_step_shapes(cfg.schedule)))
+    fns = train.StepFunctions(grad={k: grad_fn(k) for k in keys}, update={False: donating("update"), True: donating("update")},
+                              eval={}, untie=donating("untie"), seconds=0.0)
+    train.warm_up(fns, state, cfg, mesh, cfg.data.num_ranks)
+    assert calls == [("grad", k) for k in keys] + [("update",), ("update",), ("untie",)]
+    assert len(keys) == 5  # three batch sizes, window changes, the untie step: the tiny config has five
+    assert state["params"]["w"].tolist() == [0.0, 1.0, 2.0, 3.0]  # still alive and unchanged
