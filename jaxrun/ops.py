@@ -122,7 +122,8 @@ def auto_backend(op: str, measured: Mapping[str, str] | None = None) -> str:
 
 def resolve_backends(backends) -> dict[str, str]:
     """op -> the backend that runs, for (op, backend) pairs such as ModelConfig.backends ("auto" resolved here)."""
-    return {op: auto_backend(op) if b == "auto" else b for op, b in backends}
+    measured = measured_backends() if any(b == "auto" for _, b in backends) else {}  # the tables are read once
+    return {op: auto_backend(op, measured) if b == "auto" else b for op, b in backends}
 
 
 def get(op: str, backend: str, *, measured: Mapping[str, str] | None = None) -> Callable:

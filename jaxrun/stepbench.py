@@ -273,18 +273,17 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
              f"config {cfg.name}; backends {', '.join(f'{op}={b}' for op, b in result['backends_resolved'].items())}")
     loader = data_lib.TrainLoader(cfg.data, ranks)
     try:
-        announce("compiling every step variant: cold (empty persistent cache), then warm (from it)")
         if opts.cold_compile:
+            announce("compiling every step variant: cold (empty persistent cache), then warm (from it)")
             fns, result["compile"] = compile_cold_and_warm(cfg, mesh, shapes, shardings, val_batch)
         else:
+            announce("compiling every step variant once, through the usual persistent cache")
             train.enable_compile_cache(cfg)
             fns = train.compile_step_functions(cfg, mesh, shapes, shardings, val_batch)
             result["compile"] = {"cold_s": None, "warm_s": None, "once_s": fns.seconds, "cache_files": None,
                                  "variants": {"grad": len(fns.grad), "update": len(fns.update), "eval": len(fns.eval),
                                               "untie": 1}}
-        c = result["compile"]
-        announce(f"compile: cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s" if opts.cold_compile
-                 else f"compile (usual persistent cache, not cleared): {c['once_s']:.1f} s")
+        announce(f"compile: {compile_summary(result['compile'])}")
         state = jax.jit(lambda k: train.init_state(cfg, k), out_shardings=shardings)(key)
         result["phases"] = []
         for p in phases:
@@ -318,12 +317,17 @@ def format_row(f: dict) -> str:
             f"{mfu} {memory}")
 
 
+def compile_summary(c: dict) -> str:
+    """How the step functions compiled: cold then warm (``result["compile"]`` of a default run), or once (--skip-cold)."""
+    if c["cold_s"] is None:
+        return f"{c['once_s']:.1f} s through the usual persistent cache"
+    return f"cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)"
+
+
 def print_report(result: dict) -> None:
     c, v = result["compile"], result["compile"]["variants"]
     print(f"\n{result['config']} on {result['devices']} x {result['device_kind']} (jax {result['jax']}); compile "
-          f"{v['grad']} grad + {v['update']} update + {v['eval']} eval + untie variants: "
-          + (f"cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)" if c["cold_s"] is not None
-             else f"{c['once_s']:.1f} s through the usual persistent cache"))
+          f"{v['grad']} grad + {v['update']} update + {v['eval']} eval + untie variants: {compile_summary(c)}")
     print(HEADER)
     for figures in result["phases"]:
         print(format_row(figures))

@@ -158,3 +158,12 @@ def test_bad_options_exit_with_a_clear_error(args, message, capsys):
 def test_check_options_rejects_an_empty_phase_list():
     with pytest.raises(ConfigError, match="no phase to bench"):
         stepbench.check_options(load_config(None, MICRO), stepbench.StepBenchOptions(phases=()))
+
+
+def test_report_says_how_the_steps_compiled(result, capsys):
+    c = result["compile"]
+    stepbench.print_report(result)
+    assert f"cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)" in capsys.readouterr().out
+    skip_cold = {**result, "compile": {**c, "cold_s": None, "warm_s": None, "once_s": 1.5, "cache_files": None}}
+    stepbench.print_report(skip_cold)  # what --skip-cold records
+    assert "untie variants: 1.5 s through the usual persistent cache" in capsys.readouterr().out
