@@ -168,7 +168,7 @@ class StepFunctions:
     grad: dict
     update: dict
     eval: dict
-    untie: object
+    untie: object  # None when the steps compiled for do not include the untie step
     seconds: float
 
 
@@ -176,14 +176,18 @@ def grad_key(shape: schedule.StepShape) -> tuple:
     return (shape.tokens_per_rank, shape.window_short, shape.window_long, shape.tied)
 
 
-def compile_step_functions(cfg: Config, mesh, shapes, shardings, val_batch, eval_steps=None) -> StepFunctions:
-    """Lower every step variant, then compile them concurrently (XLA compiles release the GIL; a record config has
-    ~12 variants, so this divides the untimed start-up by up to the number of cores)."""
+def compile_step_functions(cfg: Config, mesh, shapes, shardings, val_batch, eval_steps=None, steps=None) -> StepFunctions:
+    """Lower every step variant that the training steps ``steps`` (default: the whole schedule) and the evaluations
+    ``eval_steps`` (default: the schedule's) use, then compile them concurrently (XLA compiles release the GIL; a
+    record config has ~12 variants, so this divides the untimed start-up by up to the number of cores). A run that
+    stops early (--stop-at) compiles only what its steps need; its resume compiles the rest."""
     t0 = time.perf_counter()
     params_shapes = shapes["params"]
     dyn0 = jax.tree.map(jnp.asarray, dyn_inputs(cfg, 0))
+    steps = range(cfg.schedule.total_steps) if steps is None else steps
+    step_shapes = dict.fromkeys(schedule.step_shape(s, cfg.schedule) for s in steps)
     lowered = {}
-    for shape in schedule.all_step_shapes(cfg.schedule):
+    for shape in step_shapes:
         key = ("grad", grad_key(shape))
         if key not in lowered:
             fn = make_grad_fn(cfg, mesh, (shape.window_short, shape.window_long), shape.tied)(params_shapes)
@@ -202,13 +206,14 @@ def compile_step_functions(cfg: Config, mesh, shapes, shardings, val_batch, eval
             windows, tied = key[1]
             lowered[key] = evaluate.make_eval_fn(cfg, mesh, windows, tied).lower(
                 _replicated_abstract(params_shapes, mesh), val_batch, dyn0)
-    lowered[("untie", None)] = make_untie_fn(shardings).lower(abstract_like(shapes, shardings))
+    if schedule.untie_step(cfg.schedule) in steps:
+        lowered[("untie", None)] = make_untie_fn(shardings).lower(abstract_like(shapes, shardings))
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
         futures = {key: pool.submit(low.compile) for key, low in lowered.items()}
         compiled = {key: f.result() for key, f in futures.items()}
     pick = lambda kind: {k[1]: v for k, v in compiled.items() if k[0] == kind}  # noqa: E731
     return StepFunctions(grad=pick("grad"), update=pick("update"), eval=pick("eval"),
-                         untie=compiled[("untie", None)], seconds=time.perf_counter() - t0)
+                         untie=compiled.get(("untie", None)), seconds=time.perf_counter() - t0)
 
 
 def warm_up(fns: StepFunctions, state, cfg: Config, mesh, num_local_ranks: int) -> float:
@@ -218,20 +223,19 @@ def warm_up(fns: StepFunctions, state, cfg: Config, mesh, num_local_ranks: int) 
     xla ops and 7.5 s with the triton ones, against 0.25 s for the next."""
     t0 = time.perf_counter()
     dyn = jax.tree.map(jnp.asarray, dyn_inputs(cfg, 0))
-    grads, seen = None, set()
-    for shape in schedule.all_step_shapes(cfg.schedule):
-        key = grad_key(shape)
-        if key in seen:
-            continue
-        seen.add(key)
-        zeros = np.zeros((num_local_ranks, shape.tokens_per_rank), np.int32)
+    grads = None
+    for key in fns.grad:
+        tokens_per_rank = key[0]
+        zeros = np.zeros((num_local_ranks, tokens_per_rank), np.int32)
         batch = sharding.put_batch(mesh, dict.fromkeys(("inputs", "targets", "seg_ids"), zeros), cfg.data.num_ranks)
         grads = None  # one set of gradients alive at a time
         grads = fns.grad[key](state["params"], batch, dyn)[1]
     scratch = jax.tree.map(lambda x: x.copy(), state)  # the update and untie functions donate the state they get
     for update in fns.update.values():
         scratch = update(scratch, grads, jnp.int32(0))
-    jax.block_until_ready(fns.untie(scratch))
+    if fns.untie is not None:
+        scratch = fns.untie(scratch)
+    jax.block_until_ready(scratch)
     return time.perf_counter() - t0
 
 
@@ -314,7 +318,10 @@ def train(cfg: Config, opts: RunOptions) -> dict:
     # --- compile every variant before the clock starts (SPEC §6) ---------------------------------------------------
     log.print("Compiling model and warming up kernels")
     try:
-        fns = compile_step_functions(cfg, mesh, shapes, shardings, val_steps[0])
+        # --stop-at bounds the steps this process will run (a time limit does not: it may reach the end)
+        stop = total if opts.stop_at is None else max(start, min(total, opts.stop_at))
+        evals = [s for s in _eval_steps(cfg) if start <= s <= stop and (s < stop or s == total)]
+        fns = compile_step_functions(cfg, mesh, shapes, shardings, val_steps[0], eval_steps=evals, steps=range(start, stop))
     except Exception as err:  # noqa: BLE001 - re-raised with advice when it is an OOM
         if is_oom(err):
             raise OutOfMemory(oom_message("compiling", cfg, num_devices)) from err
