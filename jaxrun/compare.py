@@ -3,11 +3,15 @@
     python -m jaxrun.compare runs/<name> record60                # one group per argument
     python -m jaxrun.compare 'runs/sweep*' single_gpu --reach 4.0 3.5 3.28 --json
 
-Each argument is one group (jaxrun.logs.read_group: a run directory, a folder of runs, a glob, or a shipped reference
-name). Per group the table gives: the number of runs, the final validation loss (mean ± std over finished runs) with
-the speedrun's one-sided t-test against the target, the training time, step_avg per phase of the schedule, peak
-memory, and when each loss level is first reached. Plots of validation loss against step and against training time go
-to --out (runs/compare/ by default).
+Each argument is one group (jaxrun.logs.read_group: a run directory, a folder of runs, a glob, a raw PyTorch log, a CSV
+extract, or a shipped reference name; mixed freely). Per group the table gives: the number of runs, the final
+validation loss (mean ± std over finished runs) with the speedrun's one-sided t-test against the target, the training
+time, step_avg per phase of the schedule, peak memory, and when each loss level is first reached.
+
+The curve table compares the groups where runs stop early too: at every validation step that each group has (in at
+least one run), each group's mean ± std (n), its difference from the first group and Welch's t-test p of that
+difference; steps where p < 0.01 are flagged. Plots of validation loss against step (each group's mean with a ±1 std
+band where it has 2+ runs) and against training time go to --out (runs/compare/ by default).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ RECORD_CONFIG = CONFIG_DIR / "record60.py"
 DEFAULT_OUT = Path("runs") / "compare"
 EXTRA_REACH_LEVELS = (4.0, 3.5)  # milestones of the curve shown besides the target; any levels can be given instead
 PLOT_FILES = ("val_loss_vs_step.png", "val_loss_vs_time.png")
+FLAG_P = 0.01  # the curve table flags differences with a Welch p below this
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,60 @@ def summarize(group: Group, target: float, reach_levels: tuple[float, ...], boun
     }
 
 
+def welch_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided Welch t-test p of mean(a) != mean(b); None where it is undefined (a group of one run, or no spread in
+    either group)."""
+    if len(a) < 2 or len(b) < 2 or (np.std(a) == 0 and np.std(b) == 0):
+        return None
+    return float(scipy.stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def curve_table(groups: list[Group]) -> list[dict]:
+    """Per validation step that every group has: each group's losses there (mean, std, n), and for groups 2.. their
+    difference from group 1 with Welch's p and whether p < FLAG_P. Runs that stopped early count at the steps they
+    reached."""
+    by_group = []
+    for group in groups:
+        at: dict[int, list[float]] = {}
+        for run in group.runs:
+            for step, loss in zip(run.val_steps, run.val_losses):
+                if math.isfinite(loss):
+                    at.setdefault(step, []).append(loss)
+        by_group.append(at)
+    common = sorted(set.intersection(*(set(at) for at in by_group))) if by_group else []
+    rows = []
+    for step in common:
+        stats = [{"label": g.label, "n": len(at[step]), **_mean_std(at[step])} for g, at in zip(groups, by_group)]
+        base = by_group[0][step]
+        for st, at in zip(stats[1:], by_group[1:]):
+            p = welch_p(at[step], base)
+            st.update(diff=st["mean"] - stats[0]["mean"], p=p, flagged=p is not None and p < FLAG_P)
+        rows.append({"step": step, "groups": stats})
+    return rows
+
+
+def format_curve_table(rows: list[dict]) -> str:
+    if not rows:
+        return "curve: the groups share no validation step"
+    labels = [g["label"] for g in rows[0]["groups"]]
+    header = ["step"] + [f"{labels[0]} mean ± std (n)"]
+    for label in labels[1:]:
+        header += [f"{label} mean ± std (n)", f"{label} - {labels[0]}", "Welch p"]
+    body = []
+    for row in rows:
+        g0, others = row["groups"][0], row["groups"][1:]
+        cells = [str(row["step"]), f"{_fmt(g0, 4)} ({g0['n']})"]
+        for g in others:
+            p = "n/a" if g["p"] is None else f"{g['p']:.3g}" + (" *" if g["flagged"] else "")
+            cells += [f"{_fmt(g, 4)} ({g['n']})", f"{g['diff']:+.4f}", p]
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + body]
+    if len(labels) > 1:
+        lines.append(f"* the difference from {labels[0]} has Welch p < {FLAG_P}; n/a: a group of one run or no spread")
+    return "\n".join(lines)
+
+
 def _fmt(stats: dict, digits: int) -> str:
     if stats["mean"] is None:
         return "n/a"
@@ -189,7 +248,7 @@ def _cells(summary: dict) -> list[tuple[str, str]]:
     s = summary
     unfinished = s["num_runs"] - s["num_finished"]
     rows = [
-        ("runs", f"{s['num_runs']}" + (f" ({unfinished} unfinished, left out of loss/time)" if unfinished else "")),
+        ("runs", f"{s['num_runs']}" + (f" ({unfinished} unfinished: see the curve table)" if unfinished else "")),
         ("final val loss", _fmt(s["final_val_loss"], 4)),
         (f"p(mean < {s['target']})", f"{s['p_value']:.4f}" if s["p_value"] is not None else f"n/a ({s['p_value_note']})"),
         ("train time (s)", _fmt(s["train_time_s"], 2)),
@@ -239,10 +298,17 @@ def plot_groups(groups: list[Group], out_dir: Path, target: float) -> list[Path]
         FigureCanvasAgg(fig)
         full, zoom = fig.subplots(1, 2)
         for colour, group in zip(_colours(len(groups)), groups):
+            band = _spread(group) if xlabel == "step" else None
             for i, run in enumerate(group.runs):
                 label = f"{group.label} ({len(group.runs)} run{'s' * (len(group.runs) > 1)})" if i == 0 else None
                 for ax in (full, zoom):
-                    ax.plot(x_of(run), run.val_losses, "o-", color=colour, alpha=0.7, lw=1, ms=2.5, label=label)
+                    ax.plot(x_of(run), run.val_losses, "o-", color=colour, alpha=0.7 if band is None else 0.35, lw=1,
+                            ms=2.5, label=label)
+            if band is not None:  # the group's mean and a ±1 std band over its runs
+                steps, mean, std = band
+                for ax in (full, zoom):
+                    ax.plot(steps, mean, "-", color=colour, lw=2)
+                    ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2, lw=0)
         for ax, title in ((full, "validation loss"), (zoom, "final approach")):
             ax.axhline(target, color="grey", ls="--", lw=1)
             ax.set_xlabel(xlabel)
@@ -262,9 +328,24 @@ def plot_groups(groups: list[Group], out_dir: Path, target: float) -> list[Path]
     return paths
 
 
+def _spread(group: Group):
+    """(steps, mean, std) of a group's validation losses at the steps where 2+ of its runs validated; None if none."""
+    at: dict[int, list[float]] = {}
+    for run in group.runs:
+        for step, loss in zip(run.val_steps, run.val_losses):
+            if math.isfinite(loss):
+                at.setdefault(step, []).append(loss)
+    steps = sorted(s for s, v in at.items() if len(v) > 1)
+    if not steps:
+        return None
+    return (np.asarray(steps, float), np.asarray([np.mean(at[s]) for s in steps]),
+            np.asarray([np.std(at[s], ddof=1) for s in steps]))
+
+
 def _halfway_index(run: LoggedRun) -> int | None:
-    """Index of the run's first validation at or past half its steps (None if it stopped before)."""
-    i = int(np.searchsorted(run.val_steps, run.total_steps / 2))
+    """Index of the run's first validation at or past half the steps it ran (a run stopped early zooms on its own
+    second half)."""
+    i = int(np.searchsorted(run.val_steps, run.val_steps[-1] / 2))
     return i if i < len(run.val_steps) else None
 
 
@@ -315,14 +396,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summaries = [summarize(g, args.target, levels, bounds, default_bounds, args.step_avg_from) for g in groups]
+    curve = curve_table(groups)
     print(format_table(summaries))
+    print()
+    print(format_curve_table(curve))
     if not args.no_plots:
         for path in plot_groups(groups, args.out, args.target):
             print(f"wrote {path}")
     if args.json:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / "compare.json"
-        path.write_text(json.dumps(summaries, indent=2) + "\n")
+        path.write_text(json.dumps({"groups": summaries, "curve": curve}, indent=2) + "\n")
         print(f"wrote {path}")
     return 0
 

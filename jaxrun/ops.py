@@ -158,6 +158,14 @@ def _check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _as_rounded_f32(x):
+    """x (bf16) in fp32, keeping its bf16 rounding when XLA fuses x's producer into the consumer: with
+    xla_allow_excess_precision (on by default on GPU) the fused code would otherwise use the unrounded fp32 value,
+    where the reference materialises the bf16 tensor (the MLP's pre-activation and d_post, SPEC §14.3; the FP8 head's
+    inputs at its custom op's boundary, §14.2)."""
+    return lax.reduce_precision(x.astype(jnp.float32), exponent_bits=8, mantissa_bits=7)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Attention: document-masked, causal, sliding window (SPEC §1.5.6, §5.4), block-banded (SPEC §13)
 # ----------------------------------------------------------------------------------------------------------------------
@@ -256,9 +264,7 @@ def quantize_fp8(x, scale: float, dtype):
     fuses x's producer into this op, xla_allow_excess_precision would otherwise let it quantise the unrounded fp32
     value (measured on an H200: 1.7-3.2% of the head's e4m3 inputs one step off), so the rounding is pinned."""
     limit = float(jnp.finfo(dtype).max)
-    x32 = x.astype(jnp.float32)
-    if x.dtype == jnp.bfloat16:
-        x32 = lax.reduce_precision(x32, exponent_bits=8, mantissa_bits=7)
+    x32 = _as_rounded_f32(x) if x.dtype == jnp.bfloat16 else x.astype(jnp.float32)
     return jnp.clip(x32 / scale, -limit, limit).astype(dtype)
 
 
@@ -352,7 +358,7 @@ def mlp_xla(u, fc, proj):
 
 
 def _relu2(pre):
-    return jnp.square(jnp.maximum(pre.astype(jnp.float32), 0.0)).astype(pre.dtype)
+    return jnp.square(jnp.maximum(_as_rounded_f32(pre), 0.0)).astype(pre.dtype)
 
 
 @jax.custom_vjp
@@ -369,7 +375,7 @@ def _mlp_fwd(u, fc, proj):
 def _mlp_bwd(residuals, g):
     u, fc, proj, pre, post = residuals
     d_post = jnp.dot(g, proj.T)
-    d_pre = (2.0 * jnp.maximum(pre.astype(jnp.float32), 0.0) * d_post.astype(jnp.float32)).astype(pre.dtype)
+    d_pre = (2.0 * jnp.maximum(_as_rounded_f32(pre), 0.0) * _as_rounded_f32(d_post)).astype(pre.dtype)
     return jnp.dot(d_pre, fc), jnp.dot(d_pre.T, u), jnp.dot(post.T, g)
 
 

@@ -4,7 +4,7 @@ Step-dependent *shapes* (tokens per rank, attention windows, tied/untied embeddi
 (`StepShape`): each distinct one is a compiled step variant. Step-dependent *numbers* that enter the traced step function
 (`lr_factor`, `muon_momentum`, `mtp_weights`) accept a Python int (returning Python/numpy values computed in float64) or
 a traced int32 step (returning float32 arrays), so one compiled step serves every s. The YaRN state changes only at a
-few steps and is computed host-side in float64 (`yarn_state`), then passed to the step as arrays.
+few steps and is computed host-side in float32 as the reference does (`yarn_state`), then passed to the step as arrays.
 
 Phase boundaries follow the reference's float expressions exactly (phase = int(n * (s / N)), lr_max switches at
 x > p / n, cooldown at x >= 1 - cooldown_frac); they are turned into integer thresholds once so that the Python and the
@@ -154,18 +154,34 @@ def mtp_weights(s, cfg: ScheduleConfig):
     return out.astype(np.float32 if xp is np else jnp.float32)
 
 
+def _linspace_f32(n: int) -> np.ndarray:
+    """torch.linspace(0, 1, n, dtype=float32) as torch computes it: step = 1 / (n - 1) in float32, start + i * step for
+    the first half and end - (n - 1 - i) * step for the second (symmetric about the middle)."""
+    step = np.float32(1.0) / np.float32(n - 1)
+    i = np.arange(n)
+    low = i.astype(np.float32) * step
+    high = np.float32(1.0) - (n - 1 - i).astype(np.float32) * step
+    return np.where(i < n // 2, low, high).astype(np.float32)
+
+
 def yarn_state(s: int, cfg: ScheduleConfig, head_dim: int, min_freq: float) -> tuple[np.ndarray, float]:
     """(rope_freqs f32 (head_dim // 4,), attn_scale) in force at step s (SPEC §1.7).
 
     Base frequencies f_k = min_freq ** (k / (n - 1)) (ModelConfig.rope_min_freq); every long-window change old -> new at
-    a step <= s applies one YaRN update, whose rotation counts use the current (already updated) frequencies. Computed
-    in float64, so the result is deterministic; the reference does the same in float32.
+    a step <= s applies one YaRN update, whose rotation counts use the current (already updated) frequencies.
+
+    Computed in float32 op by op as the reference computes them (its linspace, then each update with its Python
+    scalars rounded to float32): a float64 computation gave frequencies up to 5 float32 ulps away, and 2.6% of the
+    bf16 rotary table entries one bf16 step away. The attention scale is a Python float in the reference too.
     """
     s = _check_step(s, cfg)
     n = head_dim // 4
     if n < 2:
         raise ValueError(f"yarn_state needs head_dim >= 8 (head_dim // 4 rotating frequencies), got head_dim={head_dim}")
-    freqs = min_freq ** (np.arange(n, dtype=np.float64) / (n - 1))
+    f32 = np.float32
+    # the float32 power correctly rounded (through float64): torch's float32 pow gives it on these inputs (all 32
+    # values checked against torch 2.13 on CPU), numpy's float32 pow misses 7 of them by one ulp
+    freqs = (np.float64(f32(min_freq)) ** _linspace_f32(n).astype(np.float64)).astype(f32)
     scale = float(cfg.attn_scale_init)
     old = cfg.window_blocks[0][1]
     for p, start in enumerate(phase_starts(cfg)[1:], start=1):
@@ -173,13 +189,13 @@ def yarn_state(s: int, cfg: ScheduleConfig, head_dim: int, min_freq: float) -> t
             break
         new = cfg.window_blocks[p][1]
         if new != old:
-            rotations = cfg.window_block_size * old * freqs / (2 * np.pi)
+            rotations = f32(cfg.window_block_size * old) * freqs / f32(2 * math.pi)
             ratio = old / new
-            ramp = np.clip((rotations - cfg.yarn_alpha) / (cfg.yarn_beta - cfg.yarn_alpha), 0.0, 1.0)
-            freqs = freqs * (ratio + ramp * (1 - ratio))
+            ramp = np.clip((rotations - f32(cfg.yarn_alpha)) / f32(cfg.yarn_beta - cfg.yarn_alpha), f32(0), f32(1))
+            freqs = freqs * (f32(ratio) + ramp * f32(1 - ratio))
             scale *= 1 + cfg.yarn_attn_factor * math.log(new / old)
         old = new
-    return freqs.astype(np.float32), scale
+    return freqs.astype(f32), scale
 
 
 @dataclass(frozen=True)

@@ -110,4 +110,7 @@ def test_model_and_normuon_commands_on_the_tiny_config(tmp_path):
     path = tmp_path / "normuon.json"
     bench.main(["normuon", "--config", str(CONFIG_DIR / "tiny.py"), "--repeats", "2", "--json", str(path)])
     result = json.loads(path.read_text())
-    assert result["n_matrices"] == 17 and result["max_abs_update_diff"] < 1e-2 * result["max_abs_update"]
+    # batched and per matrix are the same arithmetic: the whole update agrees to rounding level (single entries can move
+    # by a few bf16 steps where a flipped rounding is carried through the five Polar Express iterates)
+    assert result["n_matrices"] == 17 and result["rel_update_diff"] < 1e-2
+    assert result["max_abs_update_diff"] < 0.1 * result["max_abs_update"]

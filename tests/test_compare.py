@@ -256,7 +256,7 @@ def test_table_plots_and_json_from_the_command_line(tmp_path, capsys):
     for name in compare.PLOT_FILES:
         data = (out / name).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 10_000
-    table = json.loads((out / "compare.json").read_text())
+    table = json.loads((out / "compare.json").read_text())["groups"]
     assert [g["label"] for g in table] == ["record60", str(log)]
     assert table[1]["p_value"] is None and table[1]["final_val_loss"]["mean"] == 3.25
     # The synthetic run reaches 4.0 between its validations at step 5 (4.5) and 10 (3.25): step 5 + 5 * 0.5 / 1.25 = 7.
@@ -282,3 +282,71 @@ def test_unfinished_runs_are_left_out_of_the_final_statistics(tmp_path):
     assert summary["train_time_s"]["values"] == pytest.approx([0.1, 0.12])
     assert "2 unfinished" not in compare.format_table([summary]) and "1 unfinished" in compare.format_table([summary])
 
+
+
+def _welch_by_hand(a, b):
+    """Two-sided Welch p from the textbook formulas: t = (ma - mb) / sqrt(va/na + vb/nb), Welch-Satterthwaite df."""
+    import scipy.stats
+
+    na, nb = len(a), len(b)
+    ma, mb = sum(a) / na, sum(b) / nb
+    va = sum((x - ma) ** 2 for x in a) / (na - 1)
+    vb = sum((x - mb) ** 2 for x in b) / (nb - 1)
+    se2 = va / na + vb / nb
+    t = (ma - mb) / math.sqrt(se2)
+    df = se2**2 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1))
+    return 2 * scipy.stats.t.sf(abs(t), df)
+
+
+def test_curve_table_compares_unfinished_runs_at_their_common_steps(tmp_path):
+    """Two groups stopped at step 300 of a 1775-step schedule, a third group with a single run: per common step the
+    mean ± std (n), the difference from the first group and Welch's p, flagged below 0.01."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    fp8 = {100: [3.60, 3.62, 3.61], 200: [3.20, 3.21, 3.19], 300: [3.060, 3.055, 3.065]}
+    bf16 = {100: [3.58, 3.59, 3.60], 200: [3.185, 3.180, 3.175], 300: [3.00, 3.01, 3.005]}
+    for folder, curves in ((a, fp8), (b, bf16)):
+        for i in range(3):
+            (folder / f"run{i}.txt").write_text(_val_log([(s, v[i], s * 250) for s, v in curves.items()], 1775))
+    single = tmp_path / "single.csv"
+    single.write_text(_csv([(0, 10.83, 0), (100, 3.59, 25000), (300, 3.04, 75000)], 1775))
+    groups = [read_group(str(a)), read_group(str(b)), read_group(str(single))]
+    rows = compare.curve_table(groups)
+    assert [r["step"] for r in rows] == [100, 300]  # 200 is missing from the CSV, 0 from the folders
+    row300 = rows[1]
+    g0, g1, g2 = row300["groups"]
+    assert (g0["n"], g1["n"], g2["n"]) == (3, 3, 1)
+    assert g0["mean"] == pytest.approx(3.06) and g0["std"] == pytest.approx(0.005)
+    assert g1["diff"] == pytest.approx(3.005 - 3.06)
+    assert g1["p"] == pytest.approx(_welch_by_hand(bf16[300], fp8[300]), rel=1e-9)
+    assert g1["flagged"] and g1["p"] < 0.01
+    assert g2["p"] is None and not g2["flagged"]  # one run: no test
+    row100 = rows[0]["groups"][1]
+    assert row100["p"] == pytest.approx(_welch_by_hand(bf16[100], fp8[100]), rel=1e-9) and not row100["flagged"]
+    paths = compare.plot_groups(groups, tmp_path / "plots", 3.28)  # with ±1 std bands for the 3-run groups
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
+    text = compare.format_curve_table(rows)
+    assert "3.0600 ± 0.0050 (3)" in text and "-0.0550" in text and " *" in text and "n/a" in text
+
+
+def test_curve_table_mixes_a_raw_pytorch_log_a_run_folder_and_a_csv(tmp_path, capsys):
+    """Every input kind in one comparison; the curve is printed and lands in compare.json beside the table."""
+    raw = tmp_path / "torch_run.txt"
+    raw.write_text(RAW_LOG)  # validations at 0, 5, 10 of 10
+    run_dir = tmp_path / "runs" / "jax_run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "log.txt").write_text(_val_log([(0, 10.82, 0), (5, 4.4, 160)], 10))  # stopped at 5 of 10
+    extract = tmp_path / "extract.csv"
+    extract.write_text(_csv([(0, 10.83, 0), (5, 4.6, 150), (10, 3.3, 400)], 10))
+    out = tmp_path / "out"
+    assert compare.main([str(raw), str(run_dir), str(extract), "--out", str(out), "--json"]) == 0
+    text = capsys.readouterr().out
+    assert "unfinished: see the curve table" in text
+    curve = json.loads((out / "compare.json").read_text())["curve"]
+    assert [r["step"] for r in curve] == [0, 5]
+    assert curve[1]["groups"][1]["diff"] == pytest.approx(4.4 - 4.5)
+    assert (out / compare.PLOT_FILES[0]).read_bytes().startswith(b"\x89PNG")
+
+
+def test_groups_share_no_step():
+    assert "share no validation step" in compare.format_curve_table([])

@@ -457,3 +457,18 @@ def test_the_shipped_auto_table_names_registered_backends_and_cpu_gets_xla():
 
     cfg = load_config(CONFIG_DIR / "record60.py")
     assert {op: ops.auto_backend(op) for op, b in cfg.model.backends if b == "auto"} == dict.fromkeys(ops.OPS, "xla")
+
+
+def test_mlp_keeps_its_bf16_rounding_points_under_fusion():
+    """SPEC §14.3: pre and d_post are bf16 tensors in the reference. The ops pin those roundings (reduce_precision),
+    which XLA's GPU compiler would otherwise drop when it fuses the product into the relu² (xla_allow_excess_precision).
+    Checked on the CUDA lowering, made here without a GPU."""
+    u = jax.ShapeDtypeStruct((64, 32), jnp.bfloat16)
+    w = jax.ShapeDtypeStruct((128, 32), jnp.bfloat16)
+
+    def run(u, fc, proj):
+        out, vjp = jax.vjp(ops.mlp_xla, u, fc, proj)
+        return out, vjp(out)
+
+    text = jax.jit(run).trace(u, w, w).lower(lowering_platforms=("cuda",)).as_text()
+    assert text.count("stablehlo.reduce_precision") >= 3 and "format = e8m7" in text  # pre (fwd, bwd) and d_post

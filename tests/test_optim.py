@@ -35,21 +35,22 @@ def bf16_ulp(x):
 # --- numpy transcriptions of SPEC §3.2 ---------------------------------------------------------------------------------
 
 
-def np_pe_iterate(x, a, b, c):
-    """A = X Xᵀ; B = bA + cA²; X = aX + BX; bf16 operands, exact accumulation, one bf16 rounding per product."""
+def np_pe_iterate(x, a, b, c, split=False):
+    """A = X Xᵀ; B = bA + cA²; X = aX + BX; bf16 operands, exact accumulation, one bf16 rounding per product
+    (split: BX rounded to bf16 first, then aX added and rounded, the reference's MLP path)."""
     gram = bf16(x @ x.T)
     poly = bf16(b * gram + c * (gram @ gram))
-    return bf16(a * x + poly @ x)
+    return bf16(a * x + bf16(poly @ x)) if split else bf16(a * x + poly @ x)
 
 
-def np_polar_express(u):
+def np_polar_express(u, split=False):
     x = bf16(u)
     tall = x.shape[0] > x.shape[1]
     if tall:
         x = x.T
     x = bf16(x / (np.linalg.norm(x) * 1.02 + 1e-6))
     for a, b, c in COEFFS:
-        x = np_pe_iterate(x, a, b, c)
+        x = np_pe_iterate(x, a, b, c, split)
     return x.T if tall else x
 
 
@@ -72,7 +73,7 @@ def np_normuon_step(name, g, m, q, p, s):
     blocks = [slice(i, i + cols) for i in range(0, rows, cols)] if name == "qkvo" else [slice(0, rows)]
     o, q_new = np.zeros_like(u), np.zeros_like(q)
     for blk in blocks:
-        o[blk], q_new[blk] = np_normalize_rows(np_polar_express(u[blk]), q[blk])
+        o[blk], q_new[blk] = np_normalize_rows(np_polar_express(u[blk], split=name in ("fc", "proj")), q[blk])
     eta = 0.023 * lrf * {"qkvo": 1, "fc": 1, "proj": 2}[name] * np.sqrt(max(1, rows / cols))
     lam = 1.2 * 0.023 * lrf
     mask = o * p >= 0
@@ -148,6 +149,20 @@ def test_polar_express_one_iterate_matches_numpy():
     diff = np.abs(got - want)
     assert np.all(diff <= bf16_ulp(want) * 1.01)
     assert np.mean(diff > 0) < 0.02
+
+
+def test_polar_express_split_product_rounds_bx_first():
+    """The MLP matrices' iterate rounds BX to bf16 before adding aX (two roundings), the attention's once."""
+    x = bf16(np.random.default_rng(4).normal(size=(3, D, 4 * D)) / 20)
+    a, b, c = COEFFS[1]
+    run = jax.jit(optim.polar_express_iterate, static_argnums=(1, 2, 3), static_argnames="split_product")
+    got = np.asarray(run(jnp.asarray(x, jnp.bfloat16), a, b, c, split_product=True), np.float64)
+    want = np.stack([np_pe_iterate(xi, a, b, c, split=True) for xi in x])
+    fused = np.stack([np_pe_iterate(xi, a, b, c) for xi in x])
+    diff = np.abs(got - want)
+    assert np.all(diff <= bf16_ulp(want) * 1.01) and np.mean(diff > 0) < 0.02
+    assert np.mean(want != fused) > 0.05  # the two roundings are a different function, not a no-op
+    assert optim.SPLIT_PRODUCT_BANKS == ("fc", "proj")
 
 
 @pytest.mark.parametrize("shape", [(4, D, D), (4, 4 * D, D), (4, D, 4 * D)])

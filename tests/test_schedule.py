@@ -212,3 +212,26 @@ def test_bad_steps_raise():
         S.phase(jnp.int32(3), REC)
     with pytest.raises(ValueError, match="head_dim >= 8"):
         S.yarn_state(0, REC, 4, 1 / 1024)
+
+
+# float32 bit patterns of the reference's YaRN frequencies, from its own code (Yarn.reset and Yarn.apply run with torch
+# 2.13 on CPU): at the start and after the three long-window changes.
+TORCH_BASE_BITS = [
+    0x3F800000, 0x3F4CB517, 0x3F23B11D, 0x3F02E4EF, 0x3ED1560C, 0x3EA764A7, 0x3E85DA9E, 0x3E5611CC, 0x3E2B2D9D, 0x3E08E170,
+    0x3DDAE8F2, 0x3DAF0C7B, 0x3D8BF9C6, 0x3D5FDC1D, 0x3D3301C2, 0x3D0F2407, 0x3CE4EBEE, 0x3CB70DEF, 0x3C926096, 0x3C6A190A,
+    0x3C3B3190, 0x3C15AFE8, 0x3BEF641C, 0x3BBF6D21, 0x3B991262, 0x3B74CDD8, 0x3B43C132, 0x3B1C886F, 0x3AFA56EA, 0x3AC82E56,
+    0x3AA01286, 0x3A800000,
+]
+TORCH_FINAL_BITS = [
+    0x3F800000, 0x3F4CB517, 0x3F23B11D, 0x3F0114E0, 0x3EB64703, 0x3E824EC9, 0x3E2FF6BC, 0x3DE3C095, 0x3D96CB71, 0x3D501718,
+    0x3D142C26, 0x3CD835DF, 0x3CA0C39F, 0x3C72A8BB, 0x3C394D22, 0x3C0ED375, 0x3BDDCFB3, 0x3BAD4212, 0x3B87F8BC, 0x3B58171E,
+    0x3B2CCB4A, 0x3B0A2C38, 0x3ADCF9F2, 0x3AB0B381, 0x3A8D4C0C, 0x3A61F916, 0x3A34B256, 0x3A107DF1, 0x39E71526, 0x39B8C84F,
+    0x3993C254, 0x396C4EC6,
+]
+
+
+def test_yarn_frequencies_are_the_references_float32_values_bit_for_bit():
+    """float32 op by op, as the reference: a float64 computation was up to 5 ulps off and moved ~15-20% of the bf16
+    rotary cosines by one step against the reference's tables."""
+    np.testing.assert_array_equal(yarn(0)[0].view(np.uint32), np.array(TORCH_BASE_BITS, np.uint32))
+    np.testing.assert_array_equal(yarn(1775)[0].view(np.uint32), np.array(TORCH_FINAL_BITS, np.uint32))
