@@ -10,7 +10,7 @@ the record's.
 import dataclasses
 from pathlib import Path
 
-from jaxrun.config import config_from_file
+from jaxrun.config import SAMPLE_CORPUS, config_from_file
 
 
 def get_config():
@@ -55,7 +55,7 @@ def get_config():
         val_tokens=8_192,
         val_seq_len=1024,
         max_doc_len=64,
-        tokenize_from="data/sample/sample.jsonl.xz",
+        tokenize_from=str(SAMPLE_CORPUS),
         tokenize_val_tokens=40_000,
         tokenize_passes=12,  # 45 steps take ~1,100 documents (each capped at 64 tokens); one pass has 371
     )

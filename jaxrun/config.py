@@ -21,6 +21,9 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "tiny.py"
+# The sample corpus ships inside the package, so the embedded default finds it from any working directory (its
+# shards and runs/ are written relative to the working directory).
+SAMPLE_CORPUS = Path(__file__).resolve().parent / "assets" / "sample" / "sample.jsonl.xz"
 
 
 class ConfigError(ValueError):
@@ -161,6 +164,7 @@ class RunConfig:
     compile_cache_dir: str  # JAX persistent compilation cache; "" disables it
     # The speedrun's bar: mean final val loss below it, one-sided t-test p < 0.01 over runs (SPEC §6); jaxrun.compare's default.
     target_val_loss: float = 3.28
+    keep_checkpoints: int = 3  # the newest N stay on disk: a damaged one falls back to the one before
 
 
 @dataclass(frozen=True)
@@ -277,8 +281,58 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+# Every numeric field's allowed range, checked at load time so that a bad value never reaches the compiler:
+# (section, field, lowest allowed, whether the lowest is allowed, highest or None). Tuple fields are checked entrywise.
+_RANGES = (
+    ("model", "vocab_size", 1, True, None), ("model", "num_layers", 1, True, None), ("model", "model_dim", 1, True, None),
+    ("model", "num_heads", 1, True, None), ("model", "head_dim", 1, True, None), ("model", "mlp_hidden", 1, True, None),
+    ("model", "gate_dim", 1, True, None), ("model", "num_value_embeds", 0, True, None),
+    ("model", "num_scalars", 1, True, None), ("model", "init_attn_bound", 0, True, None),
+    ("model", "init_fc_bound", 0, True, None), ("model", "init_lm_head_std", 0, True, None),
+    ("model", "rms_eps", 0, False, None), ("model", "rope_min_freq", 0, False, 1),
+    ("model", "fp8_scales", 0, False, None), ("model", "eval_token_chunk", 1, True, None),
+    ("optim", "muon_lr", 0, False, None), ("optim", "muon_momentum_range", 0, True, 1),
+    ("optim", "muon_beta2", 0, True, 1), ("optim", "muon_weight_decay", 0, True, None),
+    ("optim", "polar_express_norm_scale", 0, False, None), ("optim", "polar_express_eps", 0, True, None),
+    ("optim", "normuon_eps", 0, False, None), ("optim", "adam_lr", 0, False, None), ("optim", "adam_eps", 0, False, None),
+    ("optim", "adam_weight_decay", 0, True, None),
+    ("schedule", "scheduled_steps", 1, True, None), ("schedule", "extension_steps", 0, True, None),
+    ("schedule", "seqs_per_rank", 1, True, None), ("schedule", "seq_len", 1, True, None),
+    ("schedule", "window_blocks", 0, True, None), ("schedule", "window_block_size", 1, True, None),
+    ("schedule", "final_eval_long_window", 0, True, None), ("schedule", "lr_max", 0, False, None),
+    ("schedule", "lr_floor", 0, True, 1), ("schedule", "cooldown_frac", 0, True, 1),
+    ("schedule", "momentum_warmup_steps", 0, True, None), ("schedule", "momentum_cooldown_start", 0, True, None),
+    ("schedule", "momentum_cooldown_steps", 0, True, None), ("schedule", "momentum_cooldown_drop", 0, True, 1),
+    ("schedule", "mtp_weights", 0, True, None), ("schedule", "attn_scale_init", 0, False, None),
+    ("data", "val_tokens", 1, True, None), ("data", "val_seq_len", 1, True, None), ("data", "num_ranks", 1, True, None),
+    ("data", "max_doc_len", 1, True, None), ("data", "bos_token", 0, True, None),
+    ("data", "cu_seqlens_multiple", 1, True, None), ("data", "cu_seqlens_tokens_per_doc", 1, True, None),
+    ("data", "tokenize_val_tokens", 0, True, None), ("data", "tokenize_passes", 1, True, None),
+    ("run", "val_every", 1, True, None), ("run", "checkpoint_every", 0, True, None), ("run", "log_every", 1, True, None),
+    ("run", "keep_checkpoints", 1, True, None),
+)
+
+
+def _flat_numbers(value):
+    if isinstance(value, (tuple, list)):
+        return [x for v in value for x in _flat_numbers(v)]
+    return [value]
+
+
+def check_ranges(cfg: Config) -> None:
+    """Each numeric field against its allowed range (_RANGES); the message names the field, the value and the range."""
+    for section, name, low, low_ok, high in _RANGES:
+        value = getattr(getattr(cfg, section), name)
+        for x in _flat_numbers(value):
+            bad = (x < low or (x == low and not low_ok)) or (high is not None and x > high)
+            if bad or x != x:  # NaN compares false everywhere
+                bound = f"{'>=' if low_ok else '>'} {low}" + (f" and <= {high}" if high is not None else "")
+                raise ConfigError(f"{section}.{name} = {value!r}: every value must be {bound}")
+
+
 def validate(cfg: Config) -> None:
-    """Cross-field checks that a single override can break."""
+    """Every numeric field's range, then cross-field checks that a single override can break."""
+    check_ranges(cfg)
     m, s = cfg.model, cfg.schedule
     if m.num_heads * m.head_dim != m.model_dim:
         raise ConfigError(f"model.num_heads * model.head_dim ({m.num_heads} * {m.head_dim}) must equal model.model_dim ({m.model_dim})")

@@ -31,9 +31,16 @@ from jax.sharding import PartitionSpec as P
 
 from jaxrun import data as data_lib
 from jaxrun import evaluate, model, optim, schedule, sharding
-from jaxrun.checkpoint import Checkpointer, abstract_like
+from jaxrun.checkpoint import CheckpointError, Checkpointer, abstract_like
 from jaxrun.config import Config, ConfigError, from_dict, load_config, to_json, valid_keys
+from jaxrun.rundir import RunDirError, RunDirLock, check_new_run, check_resumable
 from jaxrun.runlog import RunLog
+
+# Exit codes of `python -m jaxrun.train` (README, "Failures and recovery").
+EXIT_OK = 0  # finished, already finished, or stopped by --stop-at / --time-limit with a checkpoint saved
+EXIT_ERROR = 1  # training failed: divergence, out of memory, out of data, a damaged checkpoint with none intact
+EXIT_USAGE = 2  # refused before anything started: bad config or arguments, run folder in use or holding a run
+EXIT_SIGNAL = 75  # stopped by SIGTERM/SIGINT (checkpoint saved if training had started): resume it (EX_TEMPFAIL)
 
 
 class TrainingDiverged(RuntimeError):
@@ -252,6 +259,7 @@ def _replicated_abstract(tree, mesh):
 class RunOptions:
     run_dir: Path
     resume: bool = False
+    resume_step: int | None = None  # restore this checkpoint instead of the newest intact one
     stop_at: int | None = None  # checkpoint and exit once this many steps are done (for time-limited sessions)
     time_limit_s: float | None = None  # checkpoint and exit once this much wall time has passed since train() began
     devices: int | None = None  # use the first N devices of this process (default: all); must divide data.num_ranks
@@ -259,13 +267,23 @@ class RunOptions:
 
 
 class _Stop:
-    """Set by SIGTERM/SIGINT; the loop saves a checkpoint after the step in flight and exits cleanly."""
+    """SIGTERM/SIGINT. Once training has started, the loop saves a checkpoint after the step in flight and exits; during
+    the start-up (data checks, compilation, warm-up), when nothing is worth saving and an XLA compile cannot be
+    interrupted, the process says so and exits at once with EXIT_SIGNAL (nothing is being written then)."""
 
-    def __init__(self):
+    def __init__(self, log: RunLog):
         self.signal = None
+        self.training = False
+        self.log = log
 
     def __call__(self, signum, frame):
         self.signal = signal.Signals(signum).name
+        if not self.training:
+            self.log.print(f"received {self.signal} during start-up, before the first step: nothing to save; exiting "
+                           f"(exit code {EXIT_SIGNAL}). The run folder holds no checkpoint and can be reused.")
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_SIGNAL)
 
 
 def enable_compile_cache(cfg: Config) -> str | None:
@@ -279,16 +297,45 @@ def enable_compile_cache(cfg: Config) -> str | None:
 
 
 def train(cfg: Config, opts: RunOptions) -> dict:
-    """Run (or resume) training; returns a summary dict. Raises TrainingDiverged / OutOfMemory with a clear message."""
+    """Run (or resume) training; returns a summary dict. Raises TrainingDiverged / OutOfMemory / DataError /
+    CheckpointError with a clear message, and RunDirError before anything starts if the run folder cannot be used."""
     wall0 = time.perf_counter()  # the time limit counts data checks and compilation too
     sharding.init_distributed(*opts.distributed)
+    lock = RunDirLock(opts.run_dir, jax.process_index())
+    lock.acquire()  # before anything is written to the folder; held until this process exits
+    try:
+        return _train_locked(cfg, opts, wall0)
+    finally:
+        lock.release()
+
+
+def _train_locked(cfg: Config, opts: RunOptions, wall0: float) -> dict:
+    if opts.resume:
+        check_resumable(opts.run_dir)
+        reused = False
+    else:
+        reused = check_new_run(opts.run_dir)
     cache = enable_compile_cache(cfg)
     mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[: opts.devices] if opts.devices else None)
     num_devices = mesh.devices.size
     is_main = jax.process_index() == 0
     log = RunLog(opts.run_dir, enabled=is_main, append=opts.resume)
+    stop = _Stop(log)
+    old_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)} if _main_thread() else {}
+    try:
+        return _run(cfg, opts, wall0, mesh, log, stop, reused, cache)
+    finally:
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+
+
+def _run(cfg: Config, opts: RunOptions, wall0: float, mesh, log: RunLog, stop: _Stop, reused: bool, cache) -> dict:
+    num_devices = mesh.devices.size
+    is_main = jax.process_index() == 0
     sched = cfg.schedule
     total = sched.total_steps
+    if reused:
+        log.print(f"reusing {opts.run_dir}: an earlier start there saved no checkpoint")
 
     data_lib.ensure_shards(cfg.data, announce=log.print)
     ranks = sharding.local_ranks(mesh, cfg.data.num_ranks)
@@ -308,20 +355,28 @@ def train(cfg: Config, opts: RunOptions) -> dict:
     shardings = state_shardings(shapes, mesh)
     state = jax.jit(lambda k: init_state(cfg, k), out_shardings=shardings)(key)
     start, train_time_ms = 0, 0.0
-    checkpointer = Checkpointer(opts.run_dir / "checkpoints")
+    checkpointer = Checkpointer(opts.run_dir / "checkpoints", keep=cfg.run.keep_checkpoints, write_checksums=is_main)
     if opts.resume:
-        state, data_state, meta = checkpointer.restore(abstract_like(shapes, shardings))
+        state, data_state, meta = checkpointer.restore(abstract_like(shapes, shardings), opts.resume_step, report=log.print)
         loader.set_state(data_state)
         start, train_time_ms = int(meta["step"]), float(meta["train_time_ms"])
+        if start >= total:
+            final = [m["val_loss"] for m in log.metrics if m.get("step") == total and "val_loss" in m]
+            log.print(f"{opts.run_dir} already finished all {total} steps" + (f" (final validation loss {final[-1]:.4f})" if final else "")
+                      + ": nothing to do")
+            checkpointer.close()
+            loader.close()
+            return {"stopped_at": total, "already_finished": True, "val_losses": {}, "run_dir": str(opts.run_dir)}
         log.print(f"resumed from {opts.run_dir} at step {start} (train_time {train_time_ms:.0f}ms)")
+    logged_vals = {m["step"] for m in log.metrics if "val_loss" in m}  # a resumed run does not repeat them
 
     # --- compile every variant before the clock starts (SPEC §6) ---------------------------------------------------
     log.print("Compiling model and warming up kernels")
     try:
         # --stop-at bounds the steps this process will run (a time limit does not: it may reach the end)
-        stop = total if opts.stop_at is None else max(start, min(total, opts.stop_at))
-        evals = [s for s in _eval_steps(cfg) if start <= s <= stop and (s < stop or s == total)]
-        fns = compile_step_functions(cfg, mesh, shapes, shardings, val_steps[0], eval_steps=evals, steps=range(start, stop))
+        last = total if opts.stop_at is None else max(start, min(total, opts.stop_at))
+        evals = [s for s in _eval_steps(cfg) if start <= s <= last and (s < last or s == total) and s not in logged_vals]
+        fns = compile_step_functions(cfg, mesh, shapes, shardings, val_steps[0], eval_steps=evals, steps=range(start, last))
     except Exception as err:  # noqa: BLE001 - re-raised with advice when it is an OOM
         if is_oom(err):
             raise OutOfMemory(oom_message("compiling", cfg, num_devices)) from err
@@ -339,8 +394,10 @@ def train(cfg: Config, opts: RunOptions) -> dict:
     log.metric({"event": "warm_up", "seconds": warm_s})
 
     # --- loop (SPEC §4.1) --------------------------------------------------------------------------------------------
-    stop = _Stop()
-    old_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)} if _main_thread() else {}
+    if stop.signal:  # a signal that arrived during the start-up in a thread without handlers: stop before training
+        log.print(f"received {stop.signal} during start-up: nothing to save; exiting")
+        return {"stopped_at": start, "signal": stop.signal, "val_losses": {}, "run_dir": str(opts.run_dir)}
+    stop.training = True
     last_good_step = start if opts.resume else None
     pending = None  # (step, loss array): checked one step late so the device keeps a step in flight
     untie_at = schedule.untie_step(sched)
@@ -377,7 +434,7 @@ def train(cfg: Config, opts: RunOptions) -> dict:
         t_start = time.perf_counter()
         for s in range(start, total + 1):
             dyn = dyn_inputs(cfg, min(s, total - 1))  # the final evaluation keeps the last step's YaRN state (SPEC §2.2)
-            if s % cfg.run.val_every == 0 or s == total:
+            if (s % cfg.run.val_every == 0 or s == total) and s not in logged_vals:
                 stop_clock()
                 windows, tied = _eval_variant(cfg, s)
                 loss = evaluate.validation_loss(fns.eval[(windows, tied)], state["params"], val_steps, dyn, cfg.data.num_ranks)
@@ -420,17 +477,17 @@ def train(cfg: Config, opts: RunOptions) -> dict:
                 why = f"received {stop.signal}" if stop.signal else ("time limit reached" if out_of_time else f"stop at step {done}")
                 log.print(f"{why}: checkpoint saved at step {done} in {checkpointer.directory}; resume with "
                           f"python -m jaxrun.train --resume {opts.run_dir}")
-                return {"stopped_at": done, "val_losses": val_losses, "compile_s": compile_s, "run_dir": str(opts.run_dir)}
+                return {"stopped_at": done, "val_losses": val_losses, "compile_s": compile_s, "run_dir": str(opts.run_dir),
+                        "signal": stop.signal}
         save(total)
     except Exception as err:  # noqa: BLE001
         if is_oom(err):
             raise OutOfMemory(oom_message("training", cfg, num_devices)) from err
         raise
     finally:
-        for sig, handler in old_handlers.items():
-            signal.signal(sig, handler)
         log.plot()
         checkpointer.close()
+        loader.close()
 
     stats = jax.local_devices()[0].memory_stats()
     if stats:
@@ -465,18 +522,35 @@ def _main_thread() -> bool:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m jaxrun.train", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jaxrun.train", description=__doc__.split("\n")[0],
+                                epilog=f"exit codes: {EXIT_OK} finished or stopped on purpose, {EXIT_ERROR} training failed, "
+                                       f"{EXIT_USAGE} refused before starting, {EXIT_SIGNAL} stopped by a signal (resume it)")
     p.add_argument("--config", help="config file (default: configs/tiny.py, the embedded CPU default)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue runs/<name> from its latest checkpoint (its config.json is used)")
     p.add_argument("--name", help="run name (runs/<name>/); default: <config>-<date>-<time>")
     p.add_argument("--dry-run", action="store_true", help="print the parameter table and exit")
     p.add_argument("--print-config", action="store_true", help="print every config key and value, then exit")
-    p.add_argument("--stop-at", type=int, help="save a checkpoint and exit after this many steps (resume later)")
-    p.add_argument("--time-limit", type=float, help="save a checkpoint and exit once this many seconds of wall time have passed since the start "
+    p.add_argument("--resume-step", type=int, metavar="N", help="with --resume: restore the checkpoint of step N "
+                   "(default: the newest intact one)")
+    p.add_argument("--stop-at", type=_positive(int), help="save a checkpoint and exit after this many steps (resume later)")
+    p.add_argument("--time-limit", type=_positive(float), help="save a checkpoint and exit once this many seconds of wall time have passed since the start "
                    "(compilation included; leave time for the save)")
-    p.add_argument("--devices", type=int, help="use only the first N local devices (default: every visible device)")
+    p.add_argument("--devices", type=_positive(int), help="use only the first N local devices (default: every visible device)")
     p.add_argument("--coordinator", help="multi-host: host:port of process 0 (default: $JAX_COORDINATOR_ADDRESS)")
     p.add_argument("--num-processes", type=int, help="multi-host: number of processes (default: $JAX_NUM_PROCESSES)")
     p.add_argument("--process-id", type=int, help="multi-host: this process's index (default: $JAX_PROCESS_ID)")
@@ -493,7 +567,11 @@ def main(argv=None) -> int:
                 raise ConfigError(f"--resume {run_dir}: no config.json there (is it a jaxrun run directory?)")
             from jaxrun.config import apply_overrides, validate
 
-            cfg = apply_overrides(from_dict(json.loads(cfg_file.read_text())), args.overrides)
+            try:
+                saved = from_dict(json.loads(cfg_file.read_text()))
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ConfigError(f"--resume {run_dir}: its config.json is unreadable ({type(err).__name__}: {err})") from err
+            cfg = apply_overrides(saved, args.overrides)
             validate(cfg)
         else:
             cfg = load_config(args.config, args.overrides)
@@ -501,7 +579,7 @@ def main(argv=None) -> int:
                 cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=args.name))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     if args.print_config:
         flat = json.loads(to_json(cfg))
         for key in valid_keys(cfg):
@@ -511,25 +589,29 @@ def main(argv=None) -> int:
     if args.dry_run:
         model.print_param_table(cfg.model)
         return 0
+    if args.resume_step is not None and not args.resume:
+        print("error: --resume-step needs --resume RUN_DIR", file=sys.stderr)
+        return EXIT_USAGE
     if args.resume:
         run_dir = Path(args.resume)
     else:
         name = cfg.run.name or f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(cfg.run.out_dir) / name
-        if (run_dir / "checkpoints").exists():
-            print(f"error: {run_dir} already holds a run; use --resume {run_dir} or another --name", file=sys.stderr)
-            return 2
-        run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        summary = train(cfg, RunOptions(run_dir=run_dir, resume=bool(args.resume), stop_at=args.stop_at,
-                                        time_limit_s=args.time_limit, devices=args.devices,
+        summary = train(cfg, RunOptions(run_dir=run_dir, resume=bool(args.resume), resume_step=args.resume_step,
+                                        stop_at=args.stop_at, time_limit_s=args.time_limit, devices=args.devices,
                                         distributed=(args.coordinator, args.num_processes, args.process_id)))
-    except (TrainingDiverged, OutOfMemory, data_lib.DataError, ConfigError) as err:
+    except (RunDirError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_USAGE
+    except (TrainingDiverged, OutOfMemory, data_lib.DataError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    if summary.get("signal"):
+        return EXIT_SIGNAL
     if summary.get("stopped_at") == cfg.schedule.total_steps:
         print(f"done: {run_dir} (log.txt, metrics.jsonl, config.json, loss.png, checkpoints/)")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

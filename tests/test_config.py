@@ -65,3 +65,27 @@ def test_missing_config_file(tmp_path):
 def test_dict_round_trip():
     cfg = load_config(RECORD)
     assert from_dict(to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("schedule.scheduled_steps=0", "schedule.scheduled_steps = 0: every value must be >= 1"),
+    ("schedule.scheduled_steps=-5", "schedule.scheduled_steps = -5: every value must be >= 1"),
+    ("schedule.seqs_per_rank=(0, 1, 2)", "schedule.seqs_per_rank = (0, 1, 2): every value must be >= 1"),
+    ("schedule.seqs_per_rank=(-1, 1, 2)", "schedule.seqs_per_rank = (-1, 1, 2)"),
+    ("schedule.seq_len=0", "schedule.seq_len = 0"),
+    ("run.val_every=0", "run.val_every = 0: every value must be >= 1"),
+    ("run.log_every=0", "run.log_every = 0"),
+    ("run.keep_checkpoints=0", "run.keep_checkpoints = 0"),
+    ("schedule.lr_floor=1.5", "schedule.lr_floor = 1.5: every value must be >= 0 and <= 1"),
+    ("optim.adam_lr=0.0", "optim.adam_lr = 0.0: every value must be > 0"),
+    ("model.fp8_scales=(0.2, -1.0, 0.1)", "model.fp8_scales"),
+])
+def test_numeric_fields_are_checked_at_load_time(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert message in str(err.value)
+
+
+def test_every_shipped_config_passes_the_range_checks():
+    for path in sorted(CONFIG_DIR.glob("*.py")):
+        load_config(path)

@@ -115,3 +115,36 @@ def test_hub_downloader_asks_for_top_level_files_of_the_dataset_repo(tmp_path, m
 def test_train_shards_must_be_positive(tmp_path):
     with pytest.raises(DataError, match="--train-shards must be >= 1"):
         fetch_fineweb(0, tmp_path)
+
+
+def test_a_hub_that_answers_404_gives_one_clear_line(tmp_path):
+    """HF_ENDPOINT pointing at a server that answers 404 to everything: one `error:` line naming the file, the
+    endpoint and what to do, exit 2, no traceback."""
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                                                             "http_proxy")}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf"), PYTHONPATH=str(REPO_ROOT), NO_PROXY="127.0.0.1")
+    try:
+        done = subprocess.run([sys.executable, "-m", "jaxrun.data", "fineweb", "--train-shards", "1", "--dir",
+                               str(tmp_path / "fw")], capture_output=True, text=True, env=env, timeout=120)
+    finally:
+        server.shutdown()
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"error: could not download fineweb_val_000000.bin of kjj0/fineweb10B-gpt2 from {endpoint}" in done.stderr

@@ -62,6 +62,6 @@ def test_shipped_assets_are_intact():
     bpe = ROOT / "jaxrun" / "assets" / "gpt2.tiktoken"
     assert hashlib.sha256(bpe.read_bytes()).hexdigest() == "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
     assert "MIT" in (ROOT / "jaxrun" / "assets" / "gpt2.LICENSE").read_text()
-    sample = ROOT / "data" / "sample" / "sample.jsonl.xz"
+    sample = ROOT / "jaxrun" / "assets" / "sample" / "sample.jsonl.xz"
     assert hashlib.sha256(sample.read_bytes()).hexdigest() == "1a5ec4b5593f6d9c024e9a392f300ca5d37312c23a1c4220d1f266da99b551a0"
-    assert (ROOT / "data" / "sample" / "LICENSE.md").is_file()
+    assert (ROOT / "jaxrun" / "assets" / "sample" / "LICENSE.md").is_file()

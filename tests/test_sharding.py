@@ -16,7 +16,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from jaxrun import schedule, sharding, train
-from jaxrun.config import load_config
+from jaxrun.config import SAMPLE_CORPUS, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,7 +138,7 @@ def test_two_processes_match_one(tmp_path):
         "--set", "schedule.window_blocks=((1, 2), (1, 2), (1, 2), (1, 2))", "--set", "schedule.momentum_warmup_steps=1",
         "--set", "schedule.momentum_cooldown_start=3", "--set", "schedule.momentum_cooldown_steps=1", "--set", "run.val_every=4",
         "--set", f"data.train_files={shards}/fineweb_train_*.bin", "--set", f"data.val_file={shards}/fineweb_val_000000.bin",
-        "--set", f"data.tokenize_from={ROOT / 'data' / 'sample' / 'sample.jsonl.xz'}", "--set", f"run.out_dir={tmp_path / 'runs'}",
+        "--set", f"data.tokenize_from={SAMPLE_CORPUS}", "--set", f"run.out_dir={tmp_path / 'runs'}",
         "--set", f"run.compile_cache_dir={tmp_path / 'cache'}",
     ]
     from jaxrun import data as data_lib

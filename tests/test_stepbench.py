@@ -18,7 +18,7 @@ import pytest
 
 from jaxrun import bench, stepbench
 from jaxrun import data as data_lib
-from jaxrun.config import CONFIG_DIR, ConfigError, load_config
+from jaxrun.config import CONFIG_DIR, SAMPLE_CORPUS, ConfigError, load_config
 
 MICRO = [
     "schedule.scheduled_steps=6",
@@ -41,7 +41,7 @@ def overrides(tmp_path_factory):
     out = MICRO + [
         f"data.train_files={root / 'shards' / 'fineweb_train_*.bin'}",
         f"data.val_file={root / 'shards' / 'fineweb_val_000000.bin'}",
-        f"data.tokenize_from={os.path.join(os.getcwd(), 'data', 'sample', 'sample.jsonl.xz')}",
+        f"data.tokenize_from={SAMPLE_CORPUS}",
     ]
     data_lib.ensure_shards(load_config(None, out).data, announce=lambda _: None)
     return out

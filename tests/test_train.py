@@ -13,7 +13,7 @@ import pytest
 
 from jaxrun import data as data_lib
 from jaxrun import model, train
-from jaxrun.config import load_config
+from jaxrun.config import SAMPLE_CORPUS, load_config, to_json
 from jaxrun.logs import parse_log_text
 
 MICRO = [
@@ -33,14 +33,13 @@ MICRO = [
 def workdir(tmp_path_factory):
     """Shards tokenized once (from the shipped sample) and a shared compilation cache."""
     root = tmp_path_factory.mktemp("train")
-    cwd = os.getcwd()
     cache = root / "jax_cache"
     overrides = MICRO + [
         f"run.compile_cache_dir={cache}",
         f"run.out_dir={root / 'runs'}",
         f"data.train_files={root / 'shards' / 'fineweb_train_*.bin'}",
         f"data.val_file={root / 'shards' / 'fineweb_val_000000.bin'}",
-        f"data.tokenize_from={os.path.join(cwd, 'data', 'sample', 'sample.jsonl.xz')}",
+        f"data.tokenize_from={SAMPLE_CORPUS}",
     ]
     data_lib.ensure_shards(load_config(None, overrides).data, announce=lambda _: None)
     return root, overrides
@@ -219,3 +218,90 @@ def test_warm_up_runs_every_step_variant_once_and_keeps_the_state():
     assert calls == [("grad", k) for k in keys] + [("update",), ("update",), ("untie",)]
     assert len(keys) == 5  # three batch sizes, window changes, the untie step: the tiny config has five
     assert state["params"]["w"].tolist() == [0.0, 1.0, 2.0, 3.0]  # still alive and unchanged
+
+
+def _argv(workdir, *extra):
+    return [arg for item in workdir[1] for arg in ("--set", item)] + list(extra)
+
+
+def test_finishing_is_idempotent_and_a_finished_run_resumes_to_nothing(workdir, capsys):
+    """checkpoint_every dividing the step count saves the last step twice: the second save is a no-op, exit 0 with
+    the done line; resuming the finished run says so, exits 0 and appends nothing."""
+    run_dir = workdir[0] / "runs" / "idem"
+    assert train.main(_argv(workdir, "--set", "run.checkpoint_every=4", "--name", "idem")) == train.EXIT_OK
+    assert "done: " in capsys.readouterr().out
+    lines = (run_dir / "log.txt").read_text().splitlines()
+    assert train.main(["--resume", str(run_dir)]) == train.EXIT_OK
+    out = capsys.readouterr().out
+    assert "already finished all 8 steps (final validation loss" in out and "nothing to do" in out
+    after = (run_dir / "log.txt").read_text().splitlines()
+    assert [x for x in after if "val_loss" in x] == [x for x in lines if "val_loss" in x]
+
+
+def test_a_signal_stop_exits_with_the_requeue_code(workdir, monkeypatch):
+    original = data_lib.TrainLoader.next_batch
+    calls = {"n": 0}
+
+    def next_batch(self, tokens_per_rank):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, tokens_per_rank)
+
+    monkeypatch.setattr(data_lib.TrainLoader, "next_batch", next_batch)
+    assert train.main(_argv(workdir, "--name", "requeue")) == train.EXIT_SIGNAL == 75
+    monkeypatch.setattr(data_lib.TrainLoader, "next_batch", original)
+    assert train.main(_argv(workdir, "--name", "stopped", "--stop-at", "2")) == train.EXIT_OK  # a planned stop: 0
+
+
+def test_a_folder_that_saved_nothing_is_reused_and_a_live_one_refused(workdir, capsys):
+    from jaxrun.rundir import RunDirLock
+
+    run_dir = workdir[0] / "runs" / "reuse"
+    (run_dir / "checkpoints").mkdir(parents=True)  # what a crash before the first save leaves
+    (run_dir / "log.txt").write_text("from the crashed start\n")
+    (run_dir / "config.json").write_text(to_json(load_config(None, workdir[1])))
+    with pytest.raises(SystemExit) as exit_:
+        train.main(_argv(workdir, "--name", "reuse", "--stop-at", "-1"))
+    assert exit_.value.code == train.EXIT_USAGE
+    assert train.main(["--resume", str(run_dir)]) == train.EXIT_USAGE
+    assert "holds no checkpoint" in capsys.readouterr().err
+    assert train.main(_argv(workdir, "--name", "reuse", "--stop-at", "1")) == train.EXIT_OK
+    log = (run_dir / "log.txt").read_text()
+    assert log.startswith("reusing ") and "from the crashed start" not in log
+    owner = RunDirLock(run_dir)
+    owner.acquire()
+    try:
+        assert train.main(_argv(workdir, "--name", "reuse")) == train.EXIT_USAGE
+        assert f"is in use by process {os.getpid()}" in capsys.readouterr().err
+    finally:
+        owner.release()
+    assert train.main(_argv(workdir, "--name", "reuse")) == train.EXIT_USAGE  # it holds a checkpoint now
+    assert "already holds a run (checkpoints of steps 1)" in capsys.readouterr().err
+
+
+def test_sigterm_during_compilation_exits_at_once_and_leaves_the_name_free(workdir, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from jaxrun.rundir import check_new_run, saved_steps
+
+    cache = tmp_path / "cold_cache"  # a cold cache, so that the compile lasts long enough to be interrupted
+    argv = [a.replace(str(workdir[0] / "jax_cache"), str(cache)) for a in _argv(workdir, "--name", "early")]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen([sys.executable, "-m", "jaxrun.train", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Compiling model"):
+            break
+    sent = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[0]
+    assert proc.returncode == train.EXIT_SIGNAL, "".join(lines) + rest
+    assert time.perf_counter() - sent < 15
+    assert "received SIGTERM during start-up, before the first step: nothing to save" in rest
+    run_dir = workdir[0] / "runs" / "early"
+    assert saved_steps(run_dir) == [] and check_new_run(run_dir) is True

@@ -21,12 +21,6 @@ class ShardFiles:
     val: Path
 
 
-def _present(data_cfg: DataConfig) -> ShardFiles | None:
-    train = [Path(p) for p in sorted(glob.glob(data_cfg.train_files))]
-    val = Path(data_cfg.val_file)
-    return ShardFiles(train, val) if train and val.is_file() else None
-
-
 def _tokenize_target(data_cfg: DataConfig) -> Path:
     """The directory the tokenizer writes, after checking that the configured paths name its files."""
     out_dir = Path(data_cfg.val_file).parent
@@ -48,22 +42,39 @@ def _tokenize_target(data_cfg: DataConfig) -> Path:
 def ensure_shards(data_cfg: DataConfig, announce: Callable[[str], None] = print) -> ShardFiles:
     """Validate the configured shards (header and size of each); tokenize data.tokenize_from on first use if set.
 
-    Relative paths are relative to the current directory. Raises DataError naming the missing path and the command
-    that makes it.
+    Relative paths are relative to the current directory. Raises DataError naming the missing file or the glob that
+    matches nothing, and the command or setting that fixes it.
     """
-    files = _present(data_cfg)
-    if files is None and data_cfg.tokenize_from:
-        out_dir = _tokenize_target(data_cfg)
+    train = [Path(p) for p in sorted(glob.glob(data_cfg.train_files))]
+    val = Path(data_cfg.val_file)
+    if (not train or not val.is_file()) and data_cfg.tokenize_from:
         source = Path(data_cfg.tokenize_from)
+        if train and not val.is_file():
+            raise DataError(
+                f"the validation shard {val} is missing, but {len(train)} training shard(s) match {data_cfg.train_files!r}. "
+                f"The tokenizer writes both at once and will not add one to the other: restore {val}, or delete the "
+                f"training shards to tokenize {source} again"
+            )
+        if val.is_file() and not train:
+            raise DataError(
+                f"no file matches data.train_files {data_cfg.train_files!r} (the validation shard {val} is there): set "
+                f"data.train_files to the training shards' glob, or delete {val} to tokenize {source} again"
+            )
+        out_dir = _tokenize_target(data_cfg)
+        if not source.is_file():
+            raise DataError(f"data.tokenize_from {source} does not exist: the shards {data_cfg.val_file} and "
+                            f"{data_cfg.train_files} are made from it on first use")
         announce(
-            f"{data_cfg.val_file} or {data_cfg.train_files} missing: tokenizing {source} into {out_dir} "
+            f"{data_cfg.val_file} and {data_cfg.train_files} missing: tokenizing {source} into {out_dir} "
             f"(first use; {data_cfg.tokenize_passes} pass(es) over the training documents)"
         )
         tokenize_corpus([source], out_dir, val_tokens=data_cfg.tokenize_val_tokens, passes=data_cfg.tokenize_passes, progress=False)
-        files = _present(data_cfg)
-    if files is None:
-        missing = data_cfg.val_file if not Path(data_cfg.val_file).is_file() else f"no file matches {data_cfg.train_files}"
-        raise DataError(f"training data not found ({missing}): {make_shards_hint(Path(data_cfg.val_file).parent)}")
-    for path in [*files.train, files.val]:
+        train = [Path(p) for p in sorted(glob.glob(data_cfg.train_files))]
+    if not val.is_file():
+        raise DataError(f"the validation shard {val} (data.val_file) does not exist: {make_shards_hint(val.parent)}")
+    if not train:
+        raise DataError(f"no file matches data.train_files {data_cfg.train_files!r}: "
+                        f"{make_shards_hint(Path(data_cfg.train_files).parent)}")
+    for path in [*train, val]:
         check_shard(path)
-    return files
+    return ShardFiles(train, val)

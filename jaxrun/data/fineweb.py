@@ -72,8 +72,17 @@ def download_from_hub(filenames: Sequence[str], directory: Path) -> None:
     from huggingface_hub import hf_hub_download  # imported here: slow to import, and only this needs it
 
     directory.mkdir(parents=True, exist_ok=True)
+    endpoint = os.environ.get("HF_ENDPOINT") or HUB_ENDPOINT
     for name in tqdm(filenames, desc="fineweb", unit=" shard"):
-        hf_hub_download(repo_id=REPO_ID, filename=name, repo_type=REPO_TYPE, local_dir=directory)
+        try:
+            hf_hub_download(repo_id=REPO_ID, filename=name, repo_type=REPO_TYPE, local_dir=directory)
+        except Exception as err:  # noqa: BLE001 - huggingface_hub's HTTP, entry and cache errors: one clear line
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            raise DataError(
+                f"could not download {name} of {REPO_ID} from {endpoint} ({type(err).__name__}: {first}). The shards "
+                f"already downloaded stay in {directory}; check HF_ENDPOINT and the network, then run the command again. "
+                f"{OFFLINE_HINT}"
+            ) from err
 
 
 def _valid(path: Path) -> bool:

@@ -7,6 +7,7 @@ followed by N little-endian uint16 tokens. These are the files the PyTorch speed
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,9 @@ def write_shard(path: str | Path, tokens: np.ndarray) -> None:
         raise DataError(f"write_shard({path}): token ids must lie in [0, {MAX_TOKEN}] to fit uint16, got [{tokens.min()}, {tokens.max()}]")
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:3] = (MAGIC, VERSION, tokens.size)
-    with open(path, "wb") as f:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")  # renamed when complete: an interrupted write leaves no half shard
+    with open(tmp, "wb") as f:
         f.write(header.tobytes())
         tokens.astype(TOKEN_DTYPE, copy=False).tofile(f)
+    os.replace(tmp, path)
