@@ -120,6 +120,19 @@ def auto_backend(op: str, measured: Mapping[str, str] | None = None) -> str:
     return dict(picks).get(op, "xla")
 
 
+def check_backends(backends) -> None:
+    """Every op named once with a known backend or "auto"; ValueError naming the bad entry and the choices."""
+    names = [op for op, _ in backends]
+    for op in OPS:
+        if names.count(op) != 1:
+            raise ValueError(f"model.backends must name {op!r} exactly once, got {tuple(backends)!r}")
+    for op, backend in backends:
+        _check_op(op)
+        known = sorted(b for o, b in BACKENDS if o == op)
+        if backend != "auto" and backend not in known:
+            raise ValueError(f"model.backends: unknown backend {backend!r} for {op!r}; known: {', '.join(known)} or 'auto'")
+
+
 def resolve_backends(backends) -> dict[str, str]:
     """op -> the backend that runs, for (op, backend) pairs such as ModelConfig.backends ("auto" resolved here)."""
     measured = measured_backends() if any(b == "auto" for _, b in backends) else {}  # the tables are read once

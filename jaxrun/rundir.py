@@ -71,7 +71,8 @@ def check_new_run(run_dir: Path) -> bool:
     if steps:
         raise RunDirError(f"{run_dir} already holds a run (checkpoints of steps {', '.join(map(str, steps))}): continue "
                           f"it with --resume {run_dir}, or use another --name")
-    return Path(run_dir).exists()
+    run_dir = Path(run_dir)
+    return run_dir.is_dir() and any(not p.name.startswith(".lock-p") for p in run_dir.iterdir())
 
 
 def check_resumable(run_dir: Path) -> None:

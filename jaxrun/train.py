@@ -30,7 +30,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from jaxrun import data as data_lib
-from jaxrun import evaluate, model, optim, schedule, sharding
+from jaxrun import evaluate, model, ops, optim, schedule, sharding
 from jaxrun.checkpoint import CheckpointError, Checkpointer, abstract_like
 from jaxrun.config import Config, ConfigError, from_dict, load_config, to_json, valid_keys
 from jaxrun.rundir import RunDirError, RunDirLock, check_new_run, check_resumable
@@ -329,11 +329,54 @@ def _train_locked(cfg: Config, opts: RunOptions, wall0: float) -> dict:
             signal.signal(sig, handler)
 
 
+def resolved_config(cfg: Config) -> Config:
+    """cfg with "auto" backends replaced by the ones that will run here, decided once at the start: config.json and the
+    log record what ran, and a resumed run keeps the kernels it started with."""
+    backends = tuple(ops.resolve_backends(cfg.model.backends).items())
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backends=backends))
+
+
+def header_lines(cfg: Config, mesh, opts: RunOptions) -> list[str]:
+    """What produced the run, as the speedrun's logs begin with their code and environment: jaxrun version and commit,
+    the config (name, hash, where it is), backends, devices and library versions."""
+    import hashlib
+    import importlib.metadata
+    import platform
+    import subprocess
+
+    def version(name):
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "absent"
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=5).stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit += " (modified)" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    config_text = to_json(cfg)
+    digest = hashlib.sha256(config_text.encode()).hexdigest()[:16]
+    device = jax.devices()[0]
+    return [
+        f"jaxrun {version('jaxrun')} commit {commit} | python {platform.python_version()} | jax {jax.__version__} "
+        f"jaxlib {version('jaxlib')} | flax {version('flax')} optax {version('optax')} orbax {version('orbax-checkpoint')} "
+        f"| triton {version('triton')} jax-triton {version('jax-triton')}",
+        f"config {cfg.name} sha256:{digest} -> {opts.run_dir / 'config.json'}",
+        "backends: " + ", ".join(f"{op}={b}" for op, b in cfg.model.backends) + f" | fp8 head {cfg.model.fp8_head}",
+        f"devices: {mesh.devices.size} x {device.device_kind} ({jax.default_backend()}) | {jax.process_count()} process(es)",
+    ]
+
+
 def _run(cfg: Config, opts: RunOptions, wall0: float, mesh, log: RunLog, stop: _Stop, reused: bool, cache) -> dict:
     num_devices = mesh.devices.size
     is_main = jax.process_index() == 0
     sched = cfg.schedule
     total = sched.total_steps
+    cfg = resolved_config(cfg)
     if reused:
         log.print(f"reusing {opts.run_dir}: an earlier start there saved no checkpoint")
 
@@ -345,7 +388,8 @@ def _run(cfg: Config, opts: RunOptions, wall0: float, mesh, log: RunLog, stop: _
 
     if not opts.resume:
         (opts.run_dir / "config.json").write_text(to_json(cfg)) if is_main else None
-    log.print(f"jax {jax.__version__} | {num_devices} x {jax.devices()[0].device_kind} | {jax.process_count()} process(es) | run dir {opts.run_dir}")
+    for line in header_lines(cfg, mesh, opts):
+        log.print(line)
     if cache:
         log.print(f"persistent compilation cache: {cache}")
 
@@ -577,6 +621,10 @@ def main(argv=None) -> int:
             cfg = load_config(args.config, args.overrides)
             if args.name:
                 cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, name=args.name))
+        try:
+            ops.check_backends(cfg.model.backends)  # before anything starts: "trition" is refused here
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -472,3 +472,11 @@ def test_mlp_keeps_its_bf16_rounding_points_under_fusion():
 
     text = jax.jit(run).trace(u, w, w).lower(lowering_platforms=("cuda",)).as_text()
     assert text.count("stablehlo.reduce_precision") >= 3 and "format = e8m7" in text  # pre (fwd, bwd) and d_post
+
+
+def test_backend_names_are_checked():
+    ops.check_backends((("attention", "auto"), ("lm_head", "triton"), ("mlp", "xla"), ("cross_entropy", "xla")))
+    with pytest.raises(ValueError, match="unknown backend 'cudnn' for 'mlp'"):
+        ops.check_backends((("attention", "xla"), ("lm_head", "xla"), ("mlp", "cudnn"), ("cross_entropy", "xla")))
+    with pytest.raises(ValueError, match="must name 'cross_entropy' exactly once"):
+        ops.check_backends((("attention", "xla"), ("lm_head", "xla"), ("mlp", "xla")))

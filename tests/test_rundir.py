@@ -54,6 +54,8 @@ def test_the_lock_of_a_killed_process_does_not_block(tmp_path):
 def test_which_folders_a_new_run_or_a_resume_may_use(tmp_path):
     run = tmp_path / "r"
     assert check_new_run(run) is False  # nothing there yet
+    RunDirLock(run).acquire()  # the lock file alone (this run's own) is not an earlier start
+    assert check_new_run(run) is False
     (run / "checkpoints" / "12.orbax-checkpoint-tmp-1").mkdir(parents=True)  # a save that never finished
     (run / "log.txt").write_text("step:0/10 val_loss:10.0 train_time:0ms step_avg:0.00ms\n")
     assert saved_steps(run) == []

@@ -157,7 +157,15 @@ def test_log_lines_parse_as_speedrun_logs(workdir):
     run_dir = workdir[0] / "runs" / "straight"
     if not run_dir.exists():
         _run(workdir, "straight")
-    parsed = parse_log_text((run_dir / "log.txt").read_text(), name="straight", source=str(run_dir))
+    text = (run_dir / "log.txt").read_text()
+    parsed = parse_log_text(text, name="straight", source=str(run_dir))
+    # the log begins with what produced it, and config.json holds the backends that ran
+    head = text.splitlines()[:4]
+    assert head[0].startswith("jaxrun ") and " commit " in head[0] and f"jax {__import__('jax').__version__}" in head[0]
+    assert head[1].startswith("config tiny sha256:") and head[2].startswith("backends: attention=xla, lm_head=xla")
+    assert head[3].startswith("devices: 1 x ")
+    assert json.loads((run_dir / "config.json").read_text())["model"]["backends"] == [
+        ["attention", "xla"], ["lm_head", "xla"], ["mlp", "xla"], ["cross_entropy", "xla"]]
     assert list(parsed.val_steps) == [0, 4, 8]
     assert parsed.finished and parsed.total_steps == 8
     assert list(parsed.step_steps) == list(range(1, 9))
@@ -305,3 +313,13 @@ def test_sigterm_during_compilation_exits_at_once_and_leaves_the_name_free(workd
     assert "received SIGTERM during start-up, before the first step: nothing to save" in rest
     run_dir = workdir[0] / "runs" / "early"
     assert saved_steps(run_dir) == [] and check_new_run(run_dir) is True
+
+
+def test_auto_backends_are_resolved_once_and_bad_names_refused(capsys):
+    record = load_config(train.__file__.replace("jaxrun/train.py", "configs/record60.py"))
+    assert dict(record.model.backends) == dict.fromkeys(("attention", "lm_head", "mlp", "cross_entropy"), "auto")
+    resolved = train.resolved_config(record)
+    assert all(b != "auto" for _, b in resolved.model.backends)  # on a CPU: xla for every op
+    bad = "model.backends=(('attention','trition'),('lm_head','xla'),('mlp','xla'),('cross_entropy','xla'))"
+    assert train.main(["--set", bad]) == train.EXIT_USAGE
+    assert "unknown backend 'trition' for 'attention'; known: cudnn, triton, xla or 'auto'" in capsys.readouterr().err
