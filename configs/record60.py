@@ -1,4 +1,4 @@
-"""Record #60 of the modded-nanogpt speedrun (1.765 min on 8xH100), number by number from SPEC.md.
+"""Record #60 of the modded-nanogpt speedrun (1.765 min on 8xH100), number by number from docs/recipe.md.
 
 Every number of the recipe lives here; the library code reads it from this object.
 """
@@ -10,23 +10,23 @@ from jaxrun.config import AdamGroup, Config, DataConfig, ModelConfig, OptimConfi
 D = 768
 
 MODEL = ModelConfig(
-    vocab_size=50304,  # next multiple of 128 >= 50257 (SPEC §1.1)
+    vocab_size=50304,  # next multiple of 128 >= 50257 (recipe §1.1)
     num_layers=11,
     model_dim=D,
     num_heads=6,
     head_dim=128,
     mlp_hidden=4 * D,
     gate_dim=12,
-    paired_layers=(0, 2, 5, 9),  # SPEC §1.2 / §1.6
+    paired_layers=(0, 2, 5, 9),  # recipe §1.2 / §1.6
     no_attention_layers=(6,),
     long_window_layers=(3, 10),
-    key_offset_layers=(3, 10),  # [NOTE] SPEC §1.5.4: dims 32:64 and 96:128, the #58-#61 behaviour
+    key_offset_layers=(3, 10),  # [NOTE] recipe §1.5.4: dims 32:64 and 96:128, the #58-#61 behaviour
     value_embed_layers=((0, 1), (1, 2), (8, 0), (9, 1), (10, 2)),  # the ".12 ... 012" pattern
     num_value_embeds=3,
     skip_from=3,
     skip_to=6,
     backout_from=7,
-    num_scalars=40,  # 3*11 + 3, padded to a multiple of 8 ranks (SPEC §1.3)
+    num_scalars=40,  # 3*11 + 3, padded to a multiple of 8 ranks (recipe §1.3)
     init_attn_bound=math.sqrt(3) * D**-0.5,  # = 1/16
     init_fc_bound=math.sqrt(3) * 0.5 * D**-0.5,  # = 1/32
     init_lm_head_std=0.005,
@@ -36,10 +36,10 @@ MODEL = ModelConfig(
     init_backout_lambda=0.5,
     init_skip_lambda=-1.5,
     init_scalar_pad=1.0,
-    rms_eps=1.1920929e-07,  # float32 eps (SPEC §1.1)
+    rms_eps=1.1920929e-07,  # float32 eps (recipe §1.1)
     rope_min_freq=1 / 1024,
-    softcap=(23.0, 5.0, 7.5),  # z = 23 * sigmoid((l + 5) / 7.5) (SPEC §1.10)
-    fp8_scales=(100 / 448, 1.6 / 448, 0.75 / 448),  # x, w, grad (SPEC §1.9)
+    softcap=(23.0, 5.0, 7.5),  # z = 23 * sigmoid((l + 5) / 7.5) (recipe §1.10)
+    fp8_scales=(100 / 448, 1.6 / 448, 0.75 / 448),  # x, w, grad (recipe §1.9)
     fp8_head=True,
     eval_token_chunk=16384,
     # the fastest measured backend per op on this GPU (jaxrun/assets/auto_backends.json, or what
@@ -83,7 +83,7 @@ OPTIM = OptimConfig(
 SCHEDULE = ScheduleConfig(
     scheduled_steps=1735,
     extension_steps=40,
-    seqs_per_rank=(8, 16, 24),  # x 2048 tokens: 16,384 / 32,768 / 49,152 per rank (SPEC §4)
+    seqs_per_rank=(8, 16, 24),  # x 2048 tokens: 16,384 / 32,768 / 49,152 per rank (recipe §4)
     seq_len=2048,
     window_blocks=((1, 3), (3, 7), (5, 11), (6, 13)),
     window_block_size=128,
@@ -110,7 +110,7 @@ DATA = DataConfig(
     num_ranks=8,
     max_doc_len=2048,
     bos_token=50256,
-    cu_seqlens_multiple=128,  # 128, 128, 256 entries for the three batch sizes, 896 for validation (SPEC §5.2)
+    cu_seqlens_multiple=128,  # 128, 128, 256 entries for the three batch sizes, 896 for validation (recipe §5.2)
     cu_seqlens_tokens_per_doc=300,  # the reference's "median doc length is ~400" margin
 )
 

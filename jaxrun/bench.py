@@ -130,7 +130,7 @@ def backends(op: str, names) -> dict[str, Callable]:
 @dataclass(frozen=True)
 class AttentionShape:
     label: str
-    rows: int  # T, or 2T for a paired layout (SPEC §1.6)
+    rows: int  # T, or 2T for a paired layout (recipe §1.6)
     heads: int
     window: int  # in rows
     rows_per_token: int  # 2 for a paired layout: both rows of a token share its segment
@@ -244,7 +244,7 @@ def attention_cases(cfg: Config | None = None, names=ATTENTION_BACKENDS, shapes=
 
 
 def training_tokens(cfg: Config) -> list[int]:
-    """Tokens per device in each training phase (SPEC §4)."""
+    """Tokens per device in each training phase (recipe §4)."""
     return [n * cfg.schedule.seq_len for n in cfg.schedule.seqs_per_rank]
 
 
@@ -298,7 +298,7 @@ def mlp_cases(cfg: Config | None = None, names=("xla", "triton")) -> list[Case]:
 
 def cross_entropy_cases(cfg: Config | None = None, names=("xla", "triton")) -> list[Case]:
     """The soft-capped MTP cross entropy (phase-1 weights), forward and forward + backward per phase, and the
-    next-token forward on one evaluation chunk (ModelConfig.eval_token_chunk tokens, SPEC §2.2). Memory-bound: the
+    next-token forward on one evaluation chunk (ModelConfig.eval_token_chunk tokens, recipe §2.2). Memory-bound: the
     floor counts the logits read by each pass and d_logits written."""
     cfg = cfg or load_config(CONFIG_DIR / "record60.py")
     m = cfg.model

@@ -55,7 +55,7 @@ def check_bounds(bounds: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def phase_names(num_bounds: int) -> list[str]:
-    """The last segment, from the last boundary to the end, is the extension (SPEC §4)."""
+    """The last segment, from the last boundary to the end, is the extension (recipe §4)."""
     return [f"phase {k + 1}" for k in range(num_bounds)] + ["extension"]
 
 

@@ -32,14 +32,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    vocab_size: int  # padded to a multiple of 128 (SPEC §1.1)
+    vocab_size: int  # padded to a multiple of 128 (recipe §1.1)
     num_layers: int
     model_dim: int
     num_heads: int
     head_dim: int
     mlp_hidden: int
     gate_dim: int  # channels read by every sigmoid gate (12 in the record)
-    # Layer map (SPEC §1.2).
+    # Layer map (recipe §1.2).
     paired_layers: tuple[int, ...]
     no_attention_layers: tuple[int, ...]
     long_window_layers: tuple[int, ...]
@@ -49,8 +49,8 @@ class ModelConfig:
     skip_from: int  # U-net skip source layer (its block output is saved)
     skip_to: int  # the skip is added at this layer's input
     backout_from: int
-    num_scalars: int  # resid (L) + sa (2L) + smear, backout, skip, padded to the 8-rank layout (SPEC §1.3)
-    # Initialisation (SPEC §1.3).
+    num_scalars: int  # resid (L) + sa (2L) + smear, backout, skip, padded to the 8-rank layout (recipe §1.3)
+    # Initialisation (recipe §1.3).
     init_attn_bound: float  # Q, K, V rows: U(-b, b); O rows zero
     init_fc_bound: float
     init_lm_head_std: float
@@ -61,12 +61,12 @@ class ModelConfig:
     init_skip_lambda: float
     init_scalar_pad: float
     # Numerics.
-    rms_eps: float  # fp32 machine epsilon, PyTorch's rms_norm default (SPEC §1.1)
-    rope_min_freq: float  # f_k = min_freq ** (k / (n - 1)), n = head_dim // 4 (SPEC §1.7)
-    softcap: tuple[float, float, float]  # z = a * sigmoid((logit + b) / c) (SPEC §1.10)
-    fp8_scales: tuple[float, float, float]  # x, w, grad (SPEC §1.9)
+    rms_eps: float  # fp32 machine epsilon, PyTorch's rms_norm default (recipe §1.1)
+    rope_min_freq: float  # f_k = min_freq ** (k / (n - 1)), n = head_dim // 4 (recipe §1.7)
+    softcap: tuple[float, float, float]  # z = a * sigmoid((logit + b) / c) (recipe §1.10)
+    fp8_scales: tuple[float, float, float]  # x, w, grad (recipe §1.9)
     fp8_head: bool  # FP8 lm head in training (eval is always bf16)
-    eval_token_chunk: int  # validation head + CE run over this many tokens at a time (SPEC §2.2 memory hint)
+    eval_token_chunk: int  # validation head + CE run over this many tokens at a time (recipe §2.2 memory hint)
     # Backend per heavy op: "xla" | "triton" | "cudnn" | "auto" (jaxrun.ops).
     backends: tuple[tuple[str, str], ...] = (("attention", "xla"), ("lm_head", "xla"), ("mlp", "xla"), ("cross_entropy", "xla"))
 
@@ -81,7 +81,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class AdamGroup:
-    """Per-parameter Adam settings (SPEC §1.3)."""
+    """Per-parameter Adam settings (recipe §1.3)."""
 
     lr_mul: float
     wd_mul: float
@@ -141,10 +141,10 @@ class DataConfig:
     val_file: str
     val_tokens: int  # 10,485,760 (+1 for the last target)
     val_seq_len: int  # 262,144 tokens per evaluation chunk
-    num_ranks: int  # the recipe's 8 virtual ranks (SPEC §3.6)
+    num_ranks: int  # the recipe's 8 virtual ranks (recipe §3.6)
     max_doc_len: int  # 2048
     bos_token: int  # 50256
-    # cu_seqlens length: the smallest multiple of cu_seqlens_multiple >= tokens // cu_seqlens_tokens_per_doc (SPEC §5.2)
+    # cu_seqlens length: the smallest multiple of cu_seqlens_multiple >= tokens // cu_seqlens_tokens_per_doc (recipe §5.2)
     cu_seqlens_multiple: int = 128
     cu_seqlens_tokens_per_doc: int = 300
     # When the shards above are missing and this corpus is set, they are tokenized from it on first use.
@@ -162,7 +162,7 @@ class RunConfig:
     checkpoint_every: int  # 0 = only at the end and on a signal
     log_every: int  # step lines printed every N steps (the reference prints every step)
     compile_cache_dir: str  # JAX persistent compilation cache; "" disables it
-    # The speedrun's bar: mean final val loss below it, one-sided t-test p < 0.01 over runs (SPEC §6); jaxrun.compare's default.
+    # The speedrun's bar: mean final val loss below it, one-sided t-test p < 0.01 over runs (recipe §6); jaxrun.compare's default.
     target_val_loss: float = 3.28
     keep_checkpoints: int = 3  # the newest N stay on disk: a damaged one falls back to the one before
 

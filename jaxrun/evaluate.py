@@ -1,4 +1,4 @@
-"""Validation loss (SPEC §2.2): the mean next-token CE over the first ``val_tokens`` tokens of the validation shard.
+"""Validation loss (recipe §2.2): the mean next-token CE over the first ``val_tokens`` tokens of the validation shard.
 
 Each device evaluates its virtual ranks' 262,144-token chunks one after another (bf16 head, chunked soft-capped CE inside
 jaxrun.model.eval_loss); the chunk means are summed over all ranks and val steps and divided by their count, which is the

@@ -1,4 +1,4 @@
-"""FLOP counts of SPEC §9, for MFU and TFLOP/s figures.
+"""FLOP counts of recipe §9, for MFU and TFLOP/s figures.
 
 Convention: 2 FLOPs per multiply-add; backward = 2 x forward for every matmul; attention counted only on the visible
 (query, key) pairs; elementwise work, gates, embedding lookups and the optimizer excluded.
@@ -28,7 +28,7 @@ def peak_tflops(device_kind: str) -> float | None:
 
 
 def matmul_params(m: ModelConfig) -> int:
-    """Parameters that take part in matmuls: QKVO + MLP + head (114,130,944 for the record, SPEC §1.12)."""
+    """Parameters that take part in matmuls: QKVO + MLP + head (114,130,944 for the record, recipe §1.12)."""
     attn = len(m.attention_layers) * 4 * m.model_dim * m.model_dim
     mlp = 2 * m.num_layers * m.mlp_hidden * m.model_dim
     return attn + mlp + m.vocab_size * m.model_dim
@@ -46,7 +46,7 @@ def visible_pairs(seg_ids: np.ndarray, window: int) -> int:
 def attention_forward_flops(m: ModelConfig, seg_ids: np.ndarray, windows: tuple[int, int]) -> int:
     """Forward attention FLOPs of one packed sequence, summed over layers (4 FLOPs per head-dim per pair: QK^T and PV)."""
     short, long = windows
-    paired_seg = np.repeat(np.asarray(seg_ids), 2)  # SPEC §1.6: each token is two interleaved rows of the same segment
+    paired_seg = np.repeat(np.asarray(seg_ids), 2)  # recipe §1.6: each token is two interleaved rows of the same segment
     total = 0
     for layer in m.attention_layers:
         if layer in m.paired_layers:
@@ -58,7 +58,7 @@ def attention_forward_flops(m: ModelConfig, seg_ids: np.ndarray, windows: tuple[
 
 
 def train_step_flops(m: ModelConfig, seg_ids_per_rank: np.ndarray, windows: tuple[int, int]) -> int:
-    """Training FLOPs of one optimizer step over all virtual ranks: 6 N T + 3 x attention forward (SPEC §9)."""
+    """Training FLOPs of one optimizer step over all virtual ranks: 6 N T + 3 x attention forward (recipe §9)."""
     seg_ids_per_rank = np.asarray(seg_ids_per_rank)
     tokens = seg_ids_per_rank.size
     attn = sum(attention_forward_flops(m, row, windows) for row in seg_ids_per_rank)

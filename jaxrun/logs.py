@@ -1,6 +1,6 @@
 """Read training logs in the speedrun's line format, from jaxrun runs and from the published PyTorch runs.
 
-The format is the reference's (SPEC §6), rank 0 only; jaxrun.train writes the same lines:
+The format is the reference's (recipe §6), rank 0 only; jaxrun.train writes the same lines:
 
     step:{s}/{N} val_loss:{loss:.4f} train_time:{ms:.0f}ms step_avg:{ms/max(s,1):.2f}ms   validation after s steps
     step:{s}/{N} train_time:{ms:.0f}ms step_avg:{ms/s:.2f}ms                                after training step s-1

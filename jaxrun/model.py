@@ -1,4 +1,4 @@
-"""The record-#60 GPT (SPEC §1) as a Flax linen module with flat parameter banks.
+"""The record-#60 GPT (recipe §1) as a Flax linen module with flat parameter banks.
 
 Parameters are one flat dict (the optimizer and the sharding rules find the banks by name):
     qkvo (A, 4D, D), fc (L, F, D), proj (L, F, D), lm_head (V, D), embed (V, D), ve (num_value_embeds, V, D),
@@ -11,7 +11,7 @@ One call runs ONE packed sequence (T tokens, documents marked by seg_ids); the t
 devices. ``dyn`` carries the traced schedule values: rope_freqs (head_dim // 4,) f32 (the rotating frequencies after
 YaRN), attn_scale () f32, mtp_weights (K,) f32. ``windows`` = (short, long) in tokens and ``tied`` are static.
 
-Precision (SPEC §1.13, §14.1): bf16 activations and matmuls (fp32 accumulation); norms in fp32; every fuse-able
+Precision (recipe §1.13, §14.1): bf16 activations and matmuls (fp32 accumulation); norms in fp32; every fuse-able
 pointwise chain (rotary, lambdas, smear, gates, value embeddings, skip, backout) computed in fp32 and rounded once.
 """
 
@@ -33,16 +33,16 @@ from jaxrun.optim import MUON_PARAMS
 BF16 = jnp.bfloat16
 F32 = jnp.float32
 
-MATMUL_PARAMS = ("qkvo", "fc", "proj", "lm_head")  # the weights of the FLOP count (SPEC §1.12, §9)
+MATMUL_PARAMS = ("qkvo", "fc", "proj", "lm_head")  # the weights of the FLOP count (recipe §1.12, §9)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Parameters (SPEC §1.3)
+# Parameters (recipe §1.3)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 class ScalarLayout:
-    """Positions in ``scalars`` (SPEC §1.3): resid_lambda[0:L], (lambda_in, lambda_out) pairs [L:3L], then smear,
+    """Positions in ``scalars`` (recipe §1.3): resid_lambda[0:L], (lambda_in, lambda_out) pairs [L:3L], then smear,
     backout and skip lambdas; the rest is padding that is never read."""
 
     def __init__(self, num_layers: int):
@@ -105,7 +105,7 @@ def _param_specs(cfg: ModelConfig) -> dict[str, tuple[Callable, tuple[int, ...],
         "fc": (_uniform(cfg.init_fc_bound), (L, F, D), BF16),
         "proj": (_zeros, (L, F, D), BF16),
         "lm_head": (_normal(cfg.init_lm_head_std), (V, D), BF16),
-        # embed is overwritten by a copy of lm_head at the untie step and unused before (SPEC §1.3, §1.11); initialised
+        # embed is overwritten by a copy of lm_head at the untie step and unused before (recipe §1.3, §1.11); initialised
         # like lm_head so an untied model from scratch is sensible too.
         "embed": (_normal(cfg.init_lm_head_std), (V, D), BF16),
         "ve": (_zeros, (cfg.num_value_embeds, V, D), BF16),
@@ -128,7 +128,7 @@ def check_config(cfg: ModelConfig) -> None:
     bad = sorted(set(cfg.key_offset_layers) & set(cfg.paired_layers))
     if bad:
         raise ValueError(f"model.key_offset_layers {bad} are paired-head layers; the key offset is defined for "
-                         f"standard attention only (SPEC §1.5.4, §1.6)")
+                         f"standard attention only (recipe §1.5.4, §1.6)")
     ve_layers = [layer for layer, _ in cfg.value_embed_layers]
     if len(set(ve_layers)) != len(ve_layers):
         raise ValueError(f"model.value_embed_layers names a layer twice: {cfg.value_embed_layers}")
@@ -152,7 +152,7 @@ def check_config(cfg: ModelConfig) -> None:
 
 
 def rms_norm(x, eps: float):
-    """x / sqrt(mean(x^2) + eps) over the last axis, in fp32, no gain, cast back (SPEC §1.1)."""
+    """x / sqrt(mean(x^2) + eps) over the last axis, in fp32, no gain, cast back (recipe §1.1)."""
     x32 = x.astype(F32)
     return (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)).astype(x.dtype)
 
@@ -164,7 +164,7 @@ def gate_logits(x, gate_w):
 
 def rotary_omega(freqs, head_dim: int):
     """Per-dimension angular frequency (head_dim,): f_k on dims 2k and 2k+1 for the head_dim/4 rotating pairs, 0 on
-    the stationary second half (half-truncated RoPE, SPEC §1.7)."""
+    the stationary second half (half-truncated RoPE, recipe §1.7)."""
     return jnp.concatenate([jnp.repeat(freqs.astype(F32), 2), jnp.zeros(head_dim // 2, F32)])
 
 
@@ -175,7 +175,7 @@ def rotary_tables(freqs, positions, head_dim: int):
 
 
 def apply_rotary(x, cos, sin):
-    """out[2k] = cos x[2k] + sin x[2k+1], out[2k+1] = cos x[2k+1] - sin x[2k] (SPEC §1.7, §14.6): factor1 * x +
+    """out[2k] = cos x[2k] + sin x[2k+1], out[2k+1] = cos x[2k+1] - sin x[2k] (recipe §1.7, §14.6): factor1 * x +
     factor2 * x_flip with factor2's odd columns negated, one fused fp32 chain rounded to bf16 (§14.1)."""
     x32 = x.astype(F32)
     flipped = x32.reshape(x.shape[:-1] + (x.shape[-1] // 2, 2))[..., ::-1].reshape(x.shape)
@@ -184,13 +184,13 @@ def apply_rotary(x, cos, sin):
 
 
 def rotate_standard(x, freqs):
-    """x (T, H, d) rotated at the absolute position t in the packed sequence (SPEC §1.5.3)."""
+    """x (T, H, d) rotated at the absolute position t in the packed sequence (recipe §1.5.3)."""
     cos, sin = rotary_tables(freqs, jnp.arange(x.shape[0]), x.shape[-1])
     return apply_rotary(x, cos[:, None, :], sin[:, None, :])
 
 
 def rotate_paired(x, freqs):
-    """x (T, H, d) -> (2T, H/2, d), SPEC §1.6.1-3: the (T, H/2, 2d) view rotated with the paired table (first half of
+    """x (T, H, d) -> (2T, H/2, d), recipe §1.6.1-3: the (T, H/2, 2d) view rotated with the paired table (first half of
     each 2d vector at position 2t, second half at 2t+1), then re-viewed row-major. Head h of token t lands in row
     2t + h // (H/2), channel h mod (H/2), rotated at position 2t + h mod 2 ([NOTE] channel 1's heads are rotated at the
     other row's position: reproduced by doing the same reshape)."""
@@ -203,17 +203,17 @@ def rotate_paired(x, freqs):
 
 
 def to_paired_rows(x):
-    """(T, H, ...) -> (2T, H/2, ...) by the row-major re-view of SPEC §1.6.3-4."""
+    """(T, H, ...) -> (2T, H/2, ...) by the row-major re-view of recipe §1.6.3-4."""
     return x.reshape((2 * x.shape[0], x.shape[1] // 2) + x.shape[2:])
 
 
 def from_paired_rows(x):
-    """(2T, H/2, d) -> (T, H, d), the inverse re-view (SPEC §1.6.6)."""
+    """(2T, H/2, d) -> (T, H, d), the inverse re-view (recipe §1.6.6)."""
     return x.reshape((x.shape[0] // 2, 2 * x.shape[1]) + x.shape[2:])
 
 
 def key_offset(k):
-    """k[t, dims d/4:d/2 and 3d/4:d] <- k[t-1, same dims] for t >= 1, from the pre-shift values (SPEC §1.5.4, §14.5).
+    """k[t, dims d/4:d/2 and 3d/4:d] <- k[t-1, same dims] for t >= 1, from the pre-shift values (recipe §1.5.4, §14.5).
     [NOTE] these are the lowest-frequency rotating dims and half the stationary ones (the #58-#61 behaviour). Crosses
     document boundaries on purpose."""
     head_dim = k.shape[-1]
@@ -224,7 +224,7 @@ def key_offset(k):
 
 
 def smear(e, smear_gate, smear_lambda):
-    """e'_t = e_t + smear_lambda * sigmoid(e_t[:gate_dim] smear_gate^T) e_{t-1} for t >= 1 (SPEC §1.4.2). The gate
+    """e'_t = e_t + smear_lambda * sigmoid(e_t[:gate_dim] smear_gate^T) e_{t-1} for t >= 1 (recipe §1.4.2). The gate
     reads the raw embedding. [NOTE] crosses document boundaries: a BOS is smeared with the previous document."""
     gate = gate_logits(e[1:], smear_gate).astype(F32)
     mixed = e[1:].astype(F32) + smear_lambda * jax.nn.sigmoid(gate) * e[:-1].astype(F32)
@@ -232,18 +232,18 @@ def smear(e, smear_gate, smear_lambda):
 
 
 def add_value_embed(v, u, ve_gate, ve_rows):
-    """v + 2 sigmoid(u[:, :gate_dim] ve_gate^T) * ve_rows per token and head (SPEC §1.5.5): v, ve_rows (T, H, d)."""
+    """v + 2 sigmoid(u[:, :gate_dim] ve_gate^T) * ve_rows per token and head (recipe §1.5.5): v, ve_rows (T, H, d)."""
     gate = 2.0 * jax.nn.sigmoid(gate_logits(u, ve_gate).astype(F32))
     return (v.astype(F32) + gate[..., None] * ve_rows.astype(F32)).astype(v.dtype)
 
 
 def output_gate(y, u, attn_gate):
-    """y * sigmoid(u[:, :gate_dim] attn_gate^T) per token and head (SPEC §1.5.7)."""
+    """y * sigmoid(u[:, :gate_dim] attn_gate^T) per token and head (recipe §1.5.7)."""
     return (y.astype(F32) * jax.nn.sigmoid(gate_logits(u, attn_gate).astype(F32))[..., None]).astype(y.dtype)
 
 
 def scale_weight(w, lam):
-    """A 0-d fp32 lambda multiplied into a bf16 weight, rounded once (SPEC §1.5.1, §1.5.8)."""
+    """A 0-d fp32 lambda multiplied into a bf16 weight, rounded once (recipe §1.5.1, §1.5.8)."""
     return (w.astype(F32) * lam).astype(w.dtype)
 
 
@@ -263,14 +263,14 @@ class GPT(nn.Module):
         return dict(self.p)
 
     def hidden(self, batch, dyn, windows: tuple[int, int], tied: bool):
-        """The final normalised hidden states h (T, D) bf16 (SPEC §1.4 steps 1-6, before the head)."""
+        """The final normalised hidden states h (T, D) bf16 (recipe §1.4 steps 1-6, before the head)."""
         cfg, p = self.cfg, self.p
         lay = ScalarLayout(cfg.num_layers)
         scalars, x0_lambdas = p["scalars"], p["x0_lambdas"]
         tokens, seg_ids = batch["inputs"], batch["seg_ids"]
         mlp = ops.get("mlp", cfg.backend("mlp"))
 
-        # tied: the head is the input embedding (SPEC §1.11)
+        # tied: the head is the input embedding (recipe §1.11)
         e = ops.embedding_lookup(p["lm_head"] if tied else p["embed"], tokens)
         value_embeds = ops.embedding_lookup(p["ve"], tokens)  # (num_value_embeds, T, D): one gather for all layers
         e = smear(e, p["smear_gate"], scalars[lay.smear])
@@ -278,10 +278,10 @@ class GPT(nn.Module):
         x = x0
         saved = {}
         for i in range(cfg.num_layers):
-            if i == cfg.skip_to:  # U-net skip, SPEC §1.4.4a
+            if i == cfg.skip_to:  # U-net skip, recipe §1.4.4a
                 gate = 2.0 * jax.nn.sigmoid(gate_logits(x0, p["skip_gate"]).astype(F32))
                 x = (x.astype(F32) + jax.nn.sigmoid(scalars[lay.skip]) * gate * saved["skip"].astype(F32)).astype(BF16)
-            if i == 0:  # x == x0 here (SPEC §1.4.4b)
+            if i == 0:  # x == x0 here (recipe §1.4.4b)
                 x = ((scalars[lay.resid(0)] + x0_lambdas[0]) * x.astype(F32)).astype(BF16)
             else:
                 x = (scalars[lay.resid(i)] * x.astype(F32) + x0_lambdas[i] * x0.astype(F32)).astype(BF16)
@@ -292,11 +292,11 @@ class GPT(nn.Module):
                 saved["skip"] = x
             if i == cfg.backout_from:
                 saved["backout"] = x
-        x = (x.astype(F32) - scalars[lay.backout] * saved["backout"].astype(F32)).astype(BF16)  # SPEC §1.4.5
+        x = (x.astype(F32) - scalars[lay.backout] * saved["backout"].astype(F32)).astype(BF16)  # recipe §1.4.5
         return rms_norm(x, cfg.rms_eps)
 
     def attention(self, layer: int, u, value_embeds, seg_ids, dyn, windows):
-        """Standard (SPEC §1.5) or paired-head (SPEC §1.6) attention of one layer on u = rms(x) (T, D)."""
+        """Standard (recipe §1.5) or paired-head (recipe §1.6) attention of one layer on u = rms(x) (T, D)."""
         cfg, p = self.cfg, self.p
         lay = ScalarLayout(cfg.num_layers)
         seq_len, D, H, d = u.shape[0], cfg.model_dim, cfg.num_heads, cfg.head_dim
@@ -313,7 +313,7 @@ class GPT(nn.Module):
         attention = ops.get("attention", cfg.backend("attention"))
         freqs, scale = dyn["rope_freqs"], dyn["attn_scale"]
         if layer in cfg.paired_layers:
-            # 2T interleaved rows, each token's two rows in its segment; window in rows, not doubled (SPEC §1.6.5).
+            # 2T interleaved rows, each token's two rows in its segment; window in rows, not doubled (recipe §1.6.5).
             y = attention(rotate_paired(q, freqs), rotate_paired(k, freqs), to_paired_rows(v),
                           jnp.repeat(seg_ids, 2), scale, window=windows[0])
             y = from_paired_rows(y)
@@ -327,7 +327,7 @@ class GPT(nn.Module):
         return jnp.dot(y.reshape(seq_len, D), w_o.T)
 
     def train_loss(self, batch, dyn, windows, tied):
-        """SUM over rows of the soft-capped MTP cross entropy (SPEC §2.1), FP8 head if cfg.fp8_head."""
+        """SUM over rows of the soft-capped MTP cross entropy (recipe §2.1), FP8 head if cfg.fp8_head."""
         cfg = self.cfg
         h = self.hidden(batch, dyn, windows, tied)
         head = ops.get("lm_head", cfg.backend("lm_head"))
@@ -336,7 +336,7 @@ class GPT(nn.Module):
         return jnp.sum(cross_entropy(logits, batch["targets"], dyn["mtp_weights"], softcap=cfg.softcap))
 
     def eval_loss(self, batch, dyn, windows, tied):
-        """Mean next-token soft-capped CE with the bf16 head, chunked over tokens (SPEC §2.2)."""
+        """Mean next-token soft-capped CE with the bf16 head, chunked over tokens (recipe §2.2)."""
         cfg = self.cfg
         h = self.hidden(batch, dyn, windows, tied)
         next_token_only = jnp.zeros(dyn["mtp_weights"].shape, F32).at[0].set(1.0)  # MTP weights ignored
@@ -354,19 +354,19 @@ class GPT(nn.Module):
 
 
 def init_params(cfg: ModelConfig, key) -> dict[str, jax.Array]:
-    """The flat parameter dict with the initialisation of SPEC §1.3."""
+    """The flat parameter dict with the initialisation of recipe §1.3."""
     check_config(cfg)
     return dict(GPT(cfg).init({"params": key}, method=GPT.param_dict)["params"])
 
 
 def train_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int], tied: bool):
-    """f32 scalar: the SUM of the row losses of one packed sequence (SPEC §2.1; the caller divides if it must)."""
+    """f32 scalar: the SUM of the row losses of one packed sequence (recipe §2.1; the caller divides if it must)."""
     _check_call(params, batch, dyn, cfg, windows)
     return GPT(cfg).apply({"params": params}, batch, dyn, tuple(windows), tied, method=GPT.train_loss)
 
 
 def eval_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int], tied: bool):
-    """f32 scalar: the mean next-token CE over the sequence, bf16 head, chunked (SPEC §2.2)."""
+    """f32 scalar: the mean next-token CE over the sequence, bf16 head, chunked (recipe §2.2)."""
     _check_call(params, batch, dyn, cfg, windows)
     return GPT(cfg).apply({"params": params}, batch, dyn, tuple(windows), tied, method=GPT.eval_loss)
 

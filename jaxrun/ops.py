@@ -1,17 +1,17 @@
 """The heavy ops of the model, one function each, and the registry of their backends.
 
-Every op has an ``xla`` implementation here, written in plain JAX from SPEC: it is the reference that the kernel tests
+Every op has an ``xla`` implementation here, written in plain JAX from the recipe (docs/recipe.md): it is the reference that the kernel tests
 trust and what CPU runs use. GPU backends (jax-triton kernels in ``jaxrun.kernels``, cuDNN attention) implement the
 same signatures and are listed in ``BACKENDS`` as "module:function" strings, imported on first use, so importing this
 module never imports jax_triton. The config picks a backend per op (``ModelConfig.backends``); the model calls
 ``get(op, cfg.backend(op))``.
 
 Signatures (every backend keeps them exactly):
-    attention(q, k, v, seg_ids, scale, *, window) -> out               (T, H, d) bf16, SPEC §1.5-1.6, §5.4
-    lm_head(h, w, *, fp8, scales) -> logits                             (T, V) bf16, SPEC §1.9
-    mlp(u, fc, proj) -> out                                             (T, D) bf16, SPEC §1.8, §14.3
-    cross_entropy(logits, targets, mtp_weights, *, softcap) -> loss     (T,) f32 per row, SPEC §2.1
-``eval_loss`` (SPEC §2.2) is the chunked driver around a head and a cross entropy of any backend.
+    attention(q, k, v, seg_ids, scale, *, window) -> out               (T, H, d) bf16, recipe §1.5-1.6, §5.4
+    lm_head(h, w, *, fp8, scales) -> logits                             (T, V) bf16, recipe §1.9
+    mlp(u, fc, proj) -> out                                             (T, D) bf16, recipe §1.8, §14.3
+    cross_entropy(logits, targets, mtp_weights, *, softcap) -> loss     (T,) f32 per row, recipe §2.1
+``eval_loss`` (recipe §2.2) is the chunked driver around a head and a cross entropy of any backend.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ BACKENDS: Mapping[tuple[str, str], str] = MappingProxyType(
     }
 )
 
-# Query/key block of the block-banded xla attention (SPEC §13), and how many fp32 scores one pass may hold
+# Query/key block of the block-banded xla attention (recipe §13), and how many fp32 scores one pass may hold
 # (larger problems run as a sequential map over groups of query blocks, so memory stays bounded for T = 262,144).
 ATTENTION_BLOCK = 128
 _MAX_SCORES_PER_PASS = 1 << 27
@@ -174,13 +174,13 @@ def _check(condition: bool, message: str) -> None:
 def _as_rounded_f32(x):
     """x (bf16) in fp32, keeping its bf16 rounding when XLA fuses x's producer into the consumer: with
     xla_allow_excess_precision (on by default on GPU) the fused code would otherwise use the unrounded fp32 value,
-    where the reference materialises the bf16 tensor (the MLP's pre-activation and d_post, SPEC §14.3; the FP8 head's
+    where the reference materialises the bf16 tensor (the MLP's pre-activation and d_post, recipe §14.3; the FP8 head's
     inputs at its custom op's boundary, §14.2)."""
     return lax.reduce_precision(x.astype(jnp.float32), exponent_bits=8, mantissa_bits=7)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Attention: document-masked, causal, sliding window (SPEC §1.5.6, §5.4), block-banded (SPEC §13)
+# Attention: document-masked, causal, sliding window (recipe §1.5.6, §5.4), block-banded (recipe §13)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -253,12 +253,12 @@ def attention_xla(q, k, v, seg_ids, scale, *, window: int, block: int = ATTENTIO
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# LM head: FP8 in training (SPEC §1.9, §14.2), bf16 in evaluation
+# LM head: FP8 in training (recipe §1.9, §14.2), bf16 in evaluation
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 def lm_head_xla(h, w, *, fp8: bool, scales: tuple[float, float, float]):
-    """logits = h w^T, (T, D) x (V, D) -> (T, V) bf16. fp8=True: static-scale e4m3 operands, e5m2 gradient (SPEC §1.9);
+    """logits = h w^T, (T, D) x (V, D) -> (T, V) bf16. fp8=True: static-scale e4m3 operands, e5m2 gradient (recipe §1.9);
     fp8=False: the plain bf16 head of evaluation (``scales`` unused)."""
     _check(h.ndim == 2 and w.ndim == 2 and h.shape[1] == w.shape[1],
            f"lm_head: h must be (T, D) and w (V, D) with the same D, got {h.shape} and {w.shape}")
@@ -270,8 +270,8 @@ def lm_head_xla(h, w, *, fp8: bool, scales: tuple[float, float, float]):
 
 
 def quantize_fp8(x, scale: float, dtype):
-    """x / scale formed in fp32, clamped to the format's range, rounded once (SPEC §14.2). The reference does not clamp
-    (in range by construction, SPEC §1.9 [NOTE]); clamping only avoids NaN/inf where it would have overflowed.
+    """x / scale formed in fp32, clamped to the format's range, rounded once (recipe §14.2). The reference does not clamp
+    (in range by construction, recipe §1.9 [NOTE]); clamping only avoids NaN/inf where it would have overflowed.
 
     A bf16 x is quantised from its bf16 value, as the reference's (a bf16 tensor at the custom op's boundary): when XLA
     fuses x's producer into this op, xla_allow_excess_precision would otherwise let it quantise the unrounded fp32
@@ -287,7 +287,7 @@ def bf16_scale_pair(scale: float) -> tuple[float, float]:
     can only get within 2**-9).
 
     XLA's GPU GEMM rewriter turns dot(bf16(a_fp8) * p, bf16(b_fp8) * q) into one cuBLASLt FP8 GEMM that applies p * q
-    to the fp32 accumulator and rounds once to bf16, as torch._scaled_mm does (SPEC §1.9). It only matches a scale of
+    to the fp32 accumulator and rounds once to bf16, as torch._scaled_mm does (recipe §1.9). It only matches a scale of
     the operands' type, so the fp32 scale of the reference is split into two bf16 factors.
     """
     import ml_dtypes
@@ -341,7 +341,7 @@ def _fp8_head_fwd(h, w, scales):
     xq = quantize_fp8(h, x_scale, jnp.float8_e4m3fn)
     wq = quantize_fp8(w, w_scale, jnp.float8_e4m3fn)
     logits = _scaled_fp8_dot(xq, wq, (1, 1), x_scale * w_scale, fast_accum=True)
-    return logits, (xq, wq)  # the backward uses the quantised copies (SPEC §1.9)
+    return logits, (xq, wq)  # the backward uses the quantised copies (recipe §1.9)
 
 
 def _fp8_head_bwd(scales, residuals, g):
@@ -357,7 +357,7 @@ _fp8_head.defvjp(_fp8_head_fwd, _fp8_head_bwd)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# ReLU² MLP with the reference's rounding points (SPEC §1.8, §14.3)
+# ReLU² MLP with the reference's rounding points (recipe §1.8, §14.3)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -396,19 +396,19 @@ _mlp.defvjp(_mlp_fwd, _mlp_bwd)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Soft-capped cross entropy with multi-token prediction (SPEC §1.10, §2.1)
+# Soft-capped cross entropy with multi-token prediction (recipe §1.10, §2.1)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 def softcap_logits(logits, softcap: tuple[float, float, float]):
-    """z = a * sigmoid((logits + b) / c), in fp32 from the bf16 logits (SPEC §1.10)."""
+    """z = a * sigmoid((logits + b) / c), in fp32 from the bf16 logits (recipe §1.10)."""
     a, b, c = softcap
     return a * jax.nn.sigmoid((logits.astype(jnp.float32) + b) / c)
 
 
 def cross_entropy_xla(logits, targets, mtp_weights, *, softcap: tuple[float, float, float]):
     """Per-row loss_i = sum_k [i+k < T] w_k (lse_i - z_{i, targets[i+k]}) (T,) f32, z soft-capped in fp32, lse over all
-    V columns. Targets past the end of the sequence are dropped; document boundaries are not masked (SPEC §2.1)."""
+    V columns. Targets past the end of the sequence are dropped; document boundaries are not masked (recipe §2.1)."""
     _check(logits.ndim == 2, f"cross_entropy: logits must be (T, V), got {logits.shape}")
     _check(targets.shape == logits.shape[:1], f"cross_entropy: targets must be ({logits.shape[0]},), got {targets.shape}")
     _check(mtp_weights.ndim == 1, f"cross_entropy: mtp_weights must be 1-D (K,), got {mtp_weights.shape}")
@@ -440,7 +440,7 @@ def _softcap_ce_fwd(logits, targets, mtp_weights, softcap):
 
 
 def _softcap_ce_bwd(softcap, residuals, g):
-    """d logits_ij = g_i (S_i p_ij - sum_k [i+k<T] w_k [j = tgt[i+k]]) (1/c) z_ij (1 - sigma_ij) (SPEC §2.1), bf16;
+    """d logits_ij = g_i (S_i p_ij - sum_k [i+k<T] w_k [j = tgt[i+k]]) (1/c) z_ij (1 - sigma_ij) (recipe §2.1), bf16;
     z recomputed from the logits, lse saved by the forward."""
     logits, targets, mtp_weights, lse = residuals
     a, b, c = softcap
@@ -492,7 +492,7 @@ embedding_lookup.defvjp(_embedding_lookup_fwd, _embedding_lookup_bwd)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Validation loss, chunked over tokens (SPEC §2.2)
+# Validation loss, chunked over tokens (recipe §2.2)
 # ----------------------------------------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
-"""The record's optimizers (SPEC §3) as optax transforms: NorMuon for the three matrix banks, cautious Adam for the rest.
+"""The record's optimizers (recipe §3) as optax transforms: NorMuon for the three matrix banks, cautious Adam for the rest.
 
-Calling convention (SPEC §3.4, §4.1), as train.py uses it:
+Calling convention (recipe §3.4, §4.1), as train.py uses it:
 
     muon, adam = split_params(params)                  # by name, the one place the split lives
     masters = init_masters(muon)                       # fp32 masters of the bf16 banks, exactly equal at init
@@ -10,7 +10,7 @@ Calling convention (SPEC §3.4, §4.1), as train.py uses it:
         muon_grads, adam_grads = split_params(grads)
         updates, muon_state = muon_tx.update(muon_grads, muon_state, masters, step=s)
         masters = optax.apply_updates(masters, updates)
-        bf16 banks = jax.tree.map(truncate_to_bf16, masters)          # SPEC §3.2 item 7
+        bf16 banks = jax.tree.map(truncate_to_bf16, masters)          # recipe §3.2 item 7
         even s: acc = accumulate(None, adam_grads)                     # Adam waits for the next step
         odd s:  updates, adam_state = adam_tx.update(accumulate(acc, adam_grads), adam_state, adam, step=s,
                                                      frozen=("embed",) while tied)
@@ -38,17 +38,17 @@ from jaxrun.config import ModelConfig, OptimConfig, ScheduleConfig
 
 MUON_PARAMS = ("qkvo", "fc", "proj")
 # Banks whose rows are orthogonalised and row-normalised as separate square (cols x cols) blocks: the Q, K, V and O
-# blocks of an attention matrix (SPEC §3.2 item 2). Other banks are orthogonalised whole.
+# blocks of an attention matrix (recipe §3.2 item 2). Other banks are orthogonalised whole.
 SQUARE_BLOCK_BANKS = ("qkvo",)
 # The reference's NorMuon splits Polar Express's X <- aX + BX into two bf16 ops for its "mlp" group (B X, rounded,
-# then + aX, rounded: SPEC §3.2, its split_baddbmm) and fuses it into one rounding for attention; reproduced.
+# then + aX, rounded: recipe §3.2, its split_baddbmm) and fuses it into one rounding for attention; reproduced.
 SPLIT_PRODUCT_BANKS = ("fc", "proj")
 
 Params = dict[str, jax.Array]
 
 
 def split_params(params: Params) -> tuple[Params, Params]:
-    """(NorMuon banks, Adam parameters) of a flat parameter (or gradient) dict, by name (SPEC §3.1)."""
+    """(NorMuon banks, Adam parameters) of a flat parameter (or gradient) dict, by name (recipe §3.1)."""
     missing = [name for name in MUON_PARAMS if name not in params]
     if missing:
         raise KeyError(f"split_params: the NorMuon banks {missing} are missing from the parameter dict "
@@ -58,7 +58,7 @@ def split_params(params: Params) -> tuple[Params, Params]:
     return muon, adam
 
 
-# --- fp32 masters and the bf16 copy (SPEC §3.2 item 7) ------------------------------------------------------------------
+# --- fp32 masters and the bf16 copy (recipe §3.2 item 7) ------------------------------------------------------------------
 
 
 def init_masters(muon_params: Params) -> Params:
@@ -74,7 +74,7 @@ def truncate_to_bf16(master: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(high.astype(jnp.uint16), jnp.bfloat16)
 
 
-# --- NorMuon (SPEC §3.2) ------------------------------------------------------------------------------------------------
+# --- NorMuon (recipe §3.2) ------------------------------------------------------------------------------------------------
 
 
 def _matmul_f32(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -85,7 +85,7 @@ def _matmul_f32(a: jax.Array, b: jax.Array) -> jax.Array:
 def polar_express_iterate(x: jax.Array, a: float, b: float, c: float, *, split_product: bool = False) -> jax.Array:
     """One Polar Express step on wide bf16 matrices (..., r, c<=...): A = X Xᵀ; B = bA + cA²; X = aX + BX.
     Each product has bf16 operands and fp32 accumulation and is rounded to bf16 once, after its fused epilogue, as
-    the reference's Triton kernels and baddbmm do (SPEC §7.3). split_product: BX is rounded to bf16 before aX is
+    the reference's Triton kernels and baddbmm do (recipe §7.3). split_product: BX is rounded to bf16 before aX is
     added and the sum rounded again, as the reference does for the MLP matrices (SPLIT_PRODUCT_BANKS)."""
     gram = _matmul_f32(x, x.swapaxes(-1, -2)).astype(jnp.bfloat16)
     poly = (b * gram.astype(jnp.float32) + c * _matmul_f32(gram, gram)).astype(jnp.bfloat16)
@@ -96,7 +96,7 @@ def polar_express_iterate(x: jax.Array, a: float, b: float, c: float, *, split_p
 
 
 def polar_express(u: jax.Array, coeffs, norm_scale: float, eps: float, *, split_product: bool = False) -> jax.Array:
-    """Approximate orthogonal polar factor of each matrix in a batch (..., rows, cols), in bf16 (SPEC §3.2 item 3).
+    """Approximate orthogonal polar factor of each matrix in a batch (..., rows, cols), in bf16 (recipe §3.2 item 3).
 
     Tall matrices are transposed to wide first (X Xᵀ is then the small Gram matrix) and back at the end. Pure batched
     ops along the leading axes, so the batch may be sharded over devices.
@@ -114,7 +114,7 @@ def polar_express(u: jax.Array, coeffs, norm_scale: float, eps: float, *, split_
 
 
 def normalize_rows(o: jax.Array, row_variance: jax.Array, beta2: float, eps: float) -> tuple[jax.Array, jax.Array]:
-    """NorMuon's row normalisation of bf16 matrices o (..., rows, cols), reducing over the columns (SPEC §3.2 item 4):
+    """NorMuon's row normalisation of bf16 matrices o (..., rows, cols), reducing over the columns (recipe §3.2 item 4):
     rows are divided by a running RMS (row_variance (..., rows, 1), fp32, an EMA with beta2) and each matrix is
     rescaled back to its Frobenius norm. Returns (normalised o in bf16, new row_variance)."""
     ncols = o.shape[-1]
@@ -128,7 +128,7 @@ def normalize_rows(o: jax.Array, row_variance: jax.Array, beta2: float, eps: flo
 
 
 def cautious_muon_update(o: jax.Array, master: jax.Array, lr: jax.Array, decay: jax.Array) -> jax.Array:
-    """Update to ADD to the fp32 master (SPEC §3.2 item 6): -lr * (decay * [O*P >= 0] * P + O).
+    """Update to ADD to the fp32 master (recipe §3.2 item 6): -lr * (decay * [O*P >= 0] * P + O).
     lr is the parameter's eta, decay = weight_decay * base lr * lr_factor (so the decay scales with lr²)."""
     o32 = o.astype(jnp.float32)
     mask = (o32 * master >= 0).astype(jnp.float32)
@@ -150,7 +150,7 @@ def _check_bank(name: str, shape: tuple[int, ...], cfg: OptimConfig) -> None:
     _, rows, cols = shape
     if rows < cols:
         raise ValueError(f"normuon: bank {name!r} has stored matrices {rows}x{cols}; the row normalisation "
-                         f"(SPEC §3.2 item 4) is written for rows >= cols")
+                         f"(recipe §3.2 item 4) is written for rows >= cols")
     if name in SQUARE_BLOCK_BANKS and rows % cols:
         raise ValueError(f"normuon: bank {name!r} ({rows}x{cols}) must split into square {cols}x{cols} blocks")
 
@@ -163,7 +163,7 @@ def _as_blocks(name: str, x: jax.Array, cols: int) -> jax.Array:
 
 def normuon(cfg: OptimConfig, sched: ScheduleConfig, *,
             orth_layout: Callable[[jax.Array], jax.Array] | None = None) -> optax.GradientTransformationExtraArgs:
-    """NorMuon with Polar Express and cautious weight decay on fp32 masters (SPEC §3.2), every number from cfg.
+    """NorMuon with Polar Express and cautious weight decay on fp32 masters (recipe §3.2), every number from cfg.
 
     update(grads, state, params, *, step): grads are the bf16 gradients of the banks (split_params), params the fp32
     master banks (init_masters), step the training step s (Python int or traced int32), giving the scheduled momentum
@@ -172,7 +172,7 @@ def normuon(cfg: OptimConfig, sched: ScheduleConfig, *,
     orth_layout, if given, is applied to each stack of matrices (and its row statistics) before orthogonalisation:
     jaxrun.sharding passes a sharding constraint that splits the stack's matrix axis over the devices, so each device
     orthogonalises its share of the matrices and XLA gathers the results back into the masters' layout (the reference
-    splits its matrices across ranks the same way, SPEC §3.5).
+    splits its matrices across ranks the same way, recipe §3.5).
     """
     place = orth_layout or (lambda x: x)
 
@@ -199,7 +199,7 @@ def normuon(cfg: OptimConfig, sched: ScheduleConfig, *,
                                 f"got {master.dtype} for {name!r}")
             _check_bank(name, master.shape, cfg)
             g = grad.astype(jnp.float32)
-            # Nesterov-style momentum, both as torch's lerp (SPEC §3.2 item 1): M <- lerp(M, G, 1-mu); U <- lerp(G, M, mu).
+            # Nesterov-style momentum, both as torch's lerp (recipe §3.2 item 1): M <- lerp(M, G, 1-mu); U <- lerp(G, M, mu).
             m = state.momentum[name] + (1 - mu) * (g - state.momentum[name])
             u = m + (1 - mu) * (g - m)
             _, rows, cols = master.shape
@@ -207,7 +207,7 @@ def normuon(cfg: OptimConfig, sched: ScheduleConfig, *,
                               cfg.polar_express_eps, split_product=name in SPLIT_PRODUCT_BANKS)
             o, q = normalize_rows(o, place(_as_blocks(name, state.row_variance[name], cols)), cfg.muon_beta2,
                                   cfg.normuon_eps)
-            # eta uses the STORED shape, so attention gets the x2 factor too (SPEC §3.2 item 5).
+            # eta uses the STORED shape, so attention gets the x2 factor too (recipe §3.2 item 5).
             lr = jnp.float32(math.sqrt(max(1.0, rows / cols)) * lr_muls[name]) * base_lr
             decay = cfg.muon_weight_decay * base_lr
             updates[name] = cautious_muon_update(o.reshape(master.shape), master, lr, decay)
@@ -217,7 +217,7 @@ def normuon(cfg: OptimConfig, sched: ScheduleConfig, *,
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-# --- cautious Adam (SPEC §3.3, §3.4) ------------------------------------------------------------------------------------
+# --- cautious Adam (recipe §3.3, §3.4) ------------------------------------------------------------------------------------
 
 
 class CautiousAdamState(NamedTuple):
@@ -235,10 +235,10 @@ def _adam_group(cfg: OptimConfig, name: str):
 
 
 def cautious_adam(cfg: OptimConfig, sched: ScheduleConfig) -> optax.GradientTransformationExtraArgs:
-    """Adam with cautious decoupled weight decay ∝ lr² (SPEC §3.3), per-parameter lr_mul / wd_mul / betas by name.
+    """Adam with cautious decoupled weight decay ∝ lr² (recipe §3.3), per-parameter lr_mul / wd_mul / betas by name.
 
     The caller runs it only on ODD steps s, with the fp32 SUM of the gradients of steps s-1 and s (`accumulate`), and
-    step=s (its lr factor is the odd step's, SPEC §3.4); the last, even step's gradient is never applied.
+    step=s (its lr factor is the odd step's, recipe §3.4); the last, even step's gradient is never applied.
     update(grads, state, params, *, step, frozen=()) returns fp32 updates to ADD (optax.apply_updates rounds p + u to
     each parameter's dtype). Parameters named in `frozen` (a static tuple: "embed" while it is tied to lm_head) get a
     zero update and keep their state, as in the reference, where the unused embed has no gradient and no Adam step.
@@ -278,7 +278,7 @@ def cautious_adam(cfg: OptimConfig, sched: ScheduleConfig) -> optax.GradientTran
             lr = base_lr * group.lr_mul
             step_size = lr * jnp.sqrt(1 - jnp.power(jnp.float32(beta2), t)) / (1 - jnp.power(jnp.float32(beta1), t))
             u = m[name] / (jnp.sqrt(v[name]) + cfg.adam_eps) * step_size  # eps on the UNCORRECTED sqrt(v)
-            mask = (u * p > 0).astype(jnp.float32)  # strict, unlike NorMuon's >= (SPEC §11.4)
+            mask = (u * p > 0).astype(jnp.float32)  # strict, unlike NorMuon's >= (recipe §11.4)
             u = u + (lr * lr * cfg.adam_weight_decay * group.wd_mul) * p * mask
             updates[name] = -u
         return updates, CautiousAdamState(count=count, m=m, v=v)
@@ -287,9 +287,9 @@ def cautious_adam(cfg: OptimConfig, sched: ScheduleConfig) -> optax.GradientTran
 
 
 def accumulate(acc: Params | None, grads: Params) -> Params:
-    """Running fp32 sum of the Adam gradients of the two steps of one Adam update (SPEC §3.4); acc=None starts one.
+    """Running fp32 sum of the Adam gradients of the two steps of one Adam update (recipe §3.4); acc=None starts one.
 
-    Deliberate deviation, kept: the reference sums in bf16 (SPEC §14.4), where adding a step's gradient to a larger
+    Deliberate deviation, kept: the reference sums in bf16 (recipe §14.4), where adding a step's gradient to a larger
     one drops its low bits. fp32 costs one fp32 buffer of the Adam parameters (ZeRO-sharded) and no time, and only
     removes that rounding; the micro-batch sum in train.make_grad_fn is fp32 for the same reason."""
     if acc is None:
@@ -298,7 +298,7 @@ def accumulate(acc: Params | None, grads: Params) -> Params:
 
 
 def untie_embedding(params: Params, adam_state: CautiousAdamState) -> tuple[Params, CautiousAdamState]:
-    """embed := lm_head, weights and Adam state (count, m, v) (SPEC §1.11); called right after the Adam step of
+    """embed := lm_head, weights and Adam state (count, m, v) (recipe §1.11); called right after the Adam step of
     schedule.untie_step. params may be the full flat dict or the Adam part of it."""
     for name in ("lm_head", "embed"):
         if name not in params or name not in adam_state.m:

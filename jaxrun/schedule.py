@@ -1,4 +1,4 @@
-"""Every schedule of the recipe as a pure function of the training step s (SPEC §4, §1.7, §1.11).
+"""Every schedule of the recipe as a pure function of the training step s (recipe §4, §1.7, §1.11).
 
 Step-dependent *shapes* (tokens per rank, attention windows, tied/untied embedding, Adam or not) are static Python values
 (`StepShape`): each distinct one is a compiled step variant. Step-dependent *numbers* that enter the traced step function
@@ -39,7 +39,7 @@ def _first_step_where(guess: int, holds) -> int:
 def phase_starts(cfg: ScheduleConfig) -> tuple[int, ...]:
     """First step of each phase 0 .. n-1, then of the extension (= scheduled_steps)."""
     n, total = _num_phases(cfg), cfg.scheduled_steps
-    # The reference's get_bs/get_ws: index = int(n * (s / N)) (SPEC §4).
+    # The reference's get_bs/get_ws: index = int(n * (s / N)) (recipe §4).
     starts = [_first_step_where(math.ceil(p * total / n), lambda s, p=p: int(n * (s / total)) >= p) for p in range(n)]
     return (*starts, total)
 
@@ -76,7 +76,7 @@ def phase(s: int, cfg: ScheduleConfig) -> int:
 
 
 def tokens_per_rank(s: int, cfg: ScheduleConfig) -> int:
-    """Tokens in one rank's packed sequence at step s; the extension keeps the last phase's size (SPEC §4)."""
+    """Tokens in one rank's packed sequence at step s; the extension keeps the last phase's size (recipe §4)."""
     return cfg.seqs_per_rank[min(phase(s, cfg), _num_phases(cfg) - 1)] * cfg.seq_len
 
 
@@ -87,7 +87,7 @@ def window_blocks(s: int, cfg: ScheduleConfig) -> tuple[int, int]:
 
 
 def untie_step(cfg: ScheduleConfig) -> int:
-    """The step after whose optimizer update embed := lm_head (SPEC §1.11): the reference's ceil(2/3 * N) | 1, i.e. the
+    """The step after whose optimizer update embed := lm_head (recipe §1.11): the reference's ceil(2/3 * N) | 1, i.e. the
     first step of the last phase, made odd so that Adam has just stepped (1157 in the record)."""
     return phase_starts(cfg)[_num_phases(cfg) - 1] | 1
 
@@ -111,9 +111,9 @@ def _count_reached(xp, step, thresholds: tuple[int, ...]):
 
 
 def lr_factor(s, cfg: ScheduleConfig):
-    """Multiplier of both base learning rates at step s (SPEC §4): flat lr_max per phase, linear cooldown to lr_floor
+    """Multiplier of both base learning rates at step s (recipe §4): flat lr_max per phase, linear cooldown to lr_floor
     from x = 1 - cooldown_frac, lr_floor after the scheduled steps. lr_max changes inside the cooldown, so the factor
-    jumps up at the last phase's start ([NOTE] SPEC §4, 1.0478 -> 1.1860 at s = 1157)."""
+    jumps up at the last phase's start ([NOTE] recipe §4, 1.0478 -> 1.1860 at s = 1157)."""
     xp, step, ftype = _step_array(s)
     lr_max = xp.asarray(cfg.lr_max, dtype=ftype)[_count_reached(xp, step, _lr_max_starts(cfg))]
     w = _exact_ratio(cfg.scheduled_steps - step, cfg.scheduled_steps, ftype) / cfg.cooldown_frac  # (1 - x) / cooldown_frac
@@ -124,7 +124,7 @@ def lr_factor(s, cfg: ScheduleConfig):
 
 
 def muon_momentum(s, cfg: ScheduleConfig, momentum_range: tuple[float, float]):
-    """NorMuon momentum mu(s) (SPEC §4): linear warmup from momentum_range[0] to [1], flat, then a linear drop of
+    """NorMuon momentum mu(s) (recipe §4): linear warmup from momentum_range[0] to [1], flat, then a linear drop of
     momentum_cooldown_drop over momentum_cooldown_steps after momentum_cooldown_start. momentum_range is
     OptimConfig.muon_momentum_range."""
     xp, step, ftype = _step_array(s)
@@ -137,7 +137,7 @@ def muon_momentum(s, cfg: ScheduleConfig, momentum_range: tuple[float, float]):
 
 
 def mtp_weights(s, cfg: ScheduleConfig):
-    """Multi-token-prediction weights at step s, zero-padded to the longest phase's length (SPEC §4):
+    """Multi-token-prediction weights at step s, zero-padded to the longest phase's length (recipe §4):
     each phase starts from cfg.mtp_weights[p]; when it has more than one weight, its last one decays linearly to 0
     across the phase ([1, .5, .25(1-3x)] -> [1, .5(2-3x)] -> [1]). The extension keeps the last phase's weights."""
     n = _num_phases(cfg)
@@ -165,7 +165,7 @@ def _linspace_f32(n: int) -> np.ndarray:
 
 
 def yarn_state(s: int, cfg: ScheduleConfig, head_dim: int, min_freq: float) -> tuple[np.ndarray, float]:
-    """(rope_freqs f32 (head_dim // 4,), attn_scale) in force at step s (SPEC §1.7).
+    """(rope_freqs f32 (head_dim // 4,), attn_scale) in force at step s (recipe §1.7).
 
     Base frequencies f_k = min_freq ** (k / (n - 1)) (ModelConfig.rope_min_freq); every long-window change old -> new at
     a step <= s applies one YaRN update, whose rotation counts use the current (already updated) frequencies.
@@ -205,8 +205,8 @@ class StepShape:
     tokens_per_rank: int
     window_short: int  # tokens (blocks * window_block_size)
     window_long: int
-    tied: bool  # input embedding = lm_head (SPEC §1.11)
-    adam: bool  # odd step: Adam steps on the two-step gradient sum (SPEC §3.4)
+    tied: bool  # input embedding = lm_head (recipe §1.11)
+    adam: bool  # odd step: Adam steps on the two-step gradient sum (recipe §3.4)
 
 
 def step_shape(s: int, cfg: ScheduleConfig) -> StepShape:
@@ -224,7 +224,7 @@ def step_shape(s: int, cfg: ScheduleConfig) -> StepShape:
 
 def eval_windows(s: int, cfg: ScheduleConfig, final: bool) -> tuple[int, int]:
     """(short, long) windows in tokens for the validation at step s; the final one raises the long window to
-    final_eval_long_window without a YaRN update (SPEC §2.2), the short window is unchanged."""
+    final_eval_long_window without a YaRN update (recipe §2.2), the short window is unchanged."""
     short, long = window_blocks(s, cfg)
     if final:
         long = cfg.final_eval_long_window

@@ -1,13 +1,13 @@
 """Where every array lives: the device mesh, multi-host start-up, and the partition rules (all of them, here only).
 
-One mesh axis, ``data``, spans every device of every process. The recipe is defined for 8 virtual ranks (SPEC §3.6):
+One mesh axis, ``data``, spans every device of every process. The recipe is defined for 8 virtual ranks (recipe §3.6):
 on D devices each device runs 8/D of them as micro-batches, so 1, 2, 4 and 8 devices compute the same update.
 
 - batches: the virtual-rank axis is sharded over ``data``;
 - bf16 parameters: replicated (every device runs the full model on its own sequences);
 - fp32 masters, optimizer states and the Adam gradient accumulator: sharded (ZeRO-1, like the reference) along the first
   axis whose size the device count divides; tensors below ``SHARD_MIN_ELEMENTS`` stay replicated (the reference
-  all-reduces its small Adam tensors too, SPEC §3.5);
+  all-reduces its small Adam tensors too, recipe §3.5);
 - gradients leave the per-device computation reduce-scattered into that same layout, so each device holds only the
   slice of the summed gradient that its optimizer shard needs.
 """
@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 AXIS = "data"
-SHARD_MIN_ELEMENTS = 1024  # SPEC §3.5: tensors of >= 1024 elements are sharded, smaller ones all-reduced
+SHARD_MIN_ELEMENTS = 1024  # recipe §3.5: tensors of >= 1024 elements are sharded, smaller ones all-reduced
 
 
 def init_distributed(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> None:

@@ -7,13 +7,13 @@ cold, into a fresh, empty persistent compilation cache, and warm, from that cach
 is measured every executable is written to the cache (no minimum compile time), so "warm" means all of them load.
 
 Each requested phase (0 .. n-1, and n = the extension) runs W warm-up steps, then K timed ones, from one state made
-once by init_state. A step is what the loop does (SPEC §4.1): the next batch from the configured shards, put on the
+once by init_state. A step is what the loop does (recipe §4.1): the next batch from the configured shards, put on the
 devices, gradients, then NorMuon, plus Adam on odd steps; the bench alternates an even and an odd step of the phase
 with one gradient variant (never the untie step), so Adam runs every other step as in training. Each timed step is
 bracketed by block_until_ready, which gives per-step times (median and mean) at the cost of the small overlap of the
 host's dispatch with the previous step's device work that training has.
 
-FLOPs are jaxrun.flops.train_step_flops (SPEC §9) of each timed batch's own segment ids and the phase's windows; MFU is
+FLOPs are jaxrun.flops.train_step_flops (recipe §9) of each timed batch's own segment ids and the phase's windows; MFU is
 achieved FLOP/s over devices x flops.peak_tflops(device kind) (none on CPU). Peak memory is the largest
 memory_stats()['peak_bytes_in_use'] over the devices, a high-water mark since the process started (JAX cannot reset
 it), so phases are run in ascending order and each figure includes every earlier phase.
@@ -92,7 +92,7 @@ def check_options(cfg: Config, opts: StepBenchOptions) -> tuple[int, ...]:
 
 def step_pair(cfg: Config, p: int) -> tuple[int, int]:
     """The first (even, odd) pair of training steps of phase p that share one gradient variant, neither being the
-    untie step (SPEC §1.11): alternating them runs the loop's Adam-every-other-step pattern (SPEC §3.4) at the phase's
+    untie step (recipe §1.11): alternating them runs the loop's Adam-every-other-step pattern (recipe §3.4) at the phase's
     shapes."""
     sched = cfg.schedule
     starts = (*schedule.phase_starts(sched), sched.total_steps)  # phase n (the extension) ends with the schedule
@@ -331,7 +331,7 @@ def print_report(result: dict) -> None:
     print(HEADER)
     for figures in result["phases"]:
         print(format_row(figures))
-    print("(times per optimizer step, each synchronised; TFLOP/s over all devices (SPEC §9 count); peak memory since "
+    print("(times per optimizer step, each synchronised; TFLOP/s over all devices (recipe §9 count); peak memory since "
           "the process started)")
 
 

@@ -1,13 +1,13 @@
 """``python -m jaxrun.train``: build the model and optimizers, compile every step variant, train, evaluate, log, checkpoint.
 
-The loop follows SPEC §4.1. Static shapes change only at phase boundaries (batch size, windows, the embedding tie, Adam
+The loop follows recipe §4.1. Static shapes change only at phase boundaries (batch size, windows, the embedding tie, Adam
 or not), so there is one compiled gradient function per (batch size, windows, tied) and one optimizer function per
-(Adam or not); all are compiled before the clock starts (the reference's untimed warm-up, SPEC §6). Learning rate,
+(Adam or not); all are compiled before the clock starts (the reference's untimed warm-up, recipe §6). Learning rate,
 momentum, MTP weights and the YaRN tables are traced values: no recompilation.
 
 The step is split in two jitted functions: ``grads`` (shard_map over the ``data`` axis: each device scans over its
-8/D micro-batches, then the summed gradients are reduce-scattered into the ZeRO layout, SPEC §3.5–3.6) and ``update``
-(NorMuon on every step; on odd steps also Adam with the two-step gradient sum, SPEC §3.4).
+8/D micro-batches, then the summed gradients are reduce-scattered into the ZeRO layout, recipe §3.5–3.6) and ``update``
+(NorMuon on every step; on odd steps also Adam with the two-step gradient sum, recipe §3.4).
 """
 
 from __future__ import annotations
@@ -97,8 +97,8 @@ def state_shardings(state_shapes, mesh):
 def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool):
     """fn(params, batch, dyn) -> (sum of the training loss over all ranks, gradients in the ZeRO layout).
 
-    Gradients are the rank average of the per-rank gradients of the SUMMED loss (SPEC §2.1, §3.6): each device sums its
-    micro-batches' gradients (fp32; the reference accumulates in bf16, SPEC §14.4), then a reduce-scatter sums over
+    Gradients are the rank average of the per-rank gradients of the SUMMED loss (recipe §2.1, §3.6): each device sums its
+    micro-batches' gradients (fp32; the reference accumulates in bf16, recipe §14.4), then a reduce-scatter sums over
     devices and the result is divided by the number of virtual ranks.
     """
     num_devices = mesh.devices.size
@@ -125,7 +125,7 @@ def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool):
 
 
 def make_update_fn(cfg: Config, mesh, shardings, adam: bool):
-    """fn(state, grads, step) -> state: NorMuon every step; Adam on odd steps with the 2-step sum (SPEC §3.4)."""
+    """fn(state, grads, step) -> state: NorMuon every step; Adam on odd steps with the 2-step sum (recipe §3.4)."""
     muon_tx = optim.normuon(cfg.optim, cfg.schedule, orth_layout=sharding.matrix_split(mesh))
     adam_tx = optim.cautious_adam(cfg.optim, cfg.schedule)
 
@@ -148,7 +148,7 @@ def make_update_fn(cfg: Config, mesh, shardings, adam: bool):
 
 
 def make_untie_fn(shardings):
-    """After the Adam update of the untie step: embed := lm_head, weights and Adam state (SPEC §1.11)."""
+    """After the Adam update of the untie step: embed := lm_head, weights and Adam state (recipe §1.11)."""
 
     def untie(state):
         params, adam_state = optim.untie_embedding(state["params"], state["adam"])
@@ -158,7 +158,7 @@ def make_untie_fn(shardings):
 
 
 def dyn_inputs(cfg: Config, s: int) -> dict:
-    """The traced schedule values of step s (SPEC §1.7, §4)."""
+    """The traced schedule values of step s (recipe §1.7, §4)."""
     freqs, attn_scale = schedule.yarn_state(s, cfg.schedule, cfg.model.head_dim, cfg.model.rope_min_freq)
     return {
         "rope_freqs": np.asarray(freqs, np.float32),
@@ -225,7 +225,7 @@ def compile_step_functions(cfg: Config, mesh, shapes, shardings, val_batch, eval
 
 def warm_up(fns: StepFunctions, state, cfg: Config, mesh, num_local_ranks: int) -> float:
     """Run every training-step variant once on a zero batch and a copy of the state, and discard the results; returns
-    the seconds taken. SPEC §6: the reference runs real steps before it starts the clock. A compiled program's first
+    the seconds taken. recipe §6: the reference runs real steps before it starts the clock. A compiled program's first
     run also loads its kernels and grows the device allocator: on an H100 the first timed step took 2.5 s with the
     xla ops and 7.5 s with the triton ones, against 0.25 s for the next."""
     t0 = time.perf_counter()
@@ -414,7 +414,7 @@ def _run(cfg: Config, opts: RunOptions, wall0: float, mesh, log: RunLog, stop: _
         log.print(f"resumed from {opts.run_dir} at step {start} (train_time {train_time_ms:.0f}ms)")
     logged_vals = {m["step"] for m in log.metrics if "val_loss" in m}  # a resumed run does not repeat them
 
-    # --- compile every variant before the clock starts (SPEC §6) ---------------------------------------------------
+    # --- compile every variant before the clock starts (recipe §6) ---------------------------------------------------
     log.print("Compiling model and warming up kernels")
     try:
         # --stop-at bounds the steps this process will run (a time limit does not: it may reach the end)
@@ -437,7 +437,7 @@ def _run(cfg: Config, opts: RunOptions, wall0: float, mesh, log: RunLog, stop: _
     log.print(f"ran each training-step variant once (untimed, results discarded) in {warm_s:.1f}s")
     log.metric({"event": "warm_up", "seconds": warm_s})
 
-    # --- loop (SPEC §4.1) --------------------------------------------------------------------------------------------
+    # --- loop (recipe §4.1) --------------------------------------------------------------------------------------------
     if stop.signal:  # a signal that arrived during the start-up in a thread without handlers: stop before training
         log.print(f"received {stop.signal} during start-up: nothing to save; exiting")
         return {"stopped_at": start, "signal": stop.signal, "val_losses": {}, "run_dir": str(opts.run_dir)}
@@ -459,7 +459,7 @@ def _run(cfg: Config, opts: RunOptions, wall0: float, mesh, log: RunLog, stop: _
 
     def stop_clock():
         """Check the pending loss, wait for the device and add the time since t_start to the training time: before
-        an evaluation or a checkpoint, which the clock does not count (SPEC §6)."""
+        an evaluation or a checkpoint, which the clock does not count (recipe §6)."""
         nonlocal pending, train_time_ms
         if pending is not None:
             check(pending)
@@ -477,7 +477,7 @@ def _run(cfg: Config, opts: RunOptions, wall0: float, mesh, log: RunLog, stop: _
         jax.block_until_ready(state)
         t_start = time.perf_counter()
         for s in range(start, total + 1):
-            dyn = dyn_inputs(cfg, min(s, total - 1))  # the final evaluation keeps the last step's YaRN state (SPEC §2.2)
+            dyn = dyn_inputs(cfg, min(s, total - 1))  # the final evaluation keeps the last step's YaRN state (recipe §2.2)
             if (s % cfg.run.val_every == 0 or s == total) and s not in logged_vals:
                 stop_clock()
                 windows, tied = _eval_variant(cfg, s)
@@ -550,7 +550,7 @@ def _eval_steps(cfg: Config) -> list[int]:
 def _eval_variant(cfg: Config, s: int) -> tuple[tuple[int, int], bool]:
     total = cfg.schedule.total_steps
     short, long = schedule.eval_windows(min(s, total - 1), cfg.schedule, final=s == total)
-    # "Validation at step s sees the weights after s optimizer steps" (SPEC §4): tied until the untie step has run.
+    # "Validation at step s sees the weights after s optimizer steps" (recipe §4): tied until the untie step has run.
     tied = s <= schedule.untie_step(cfg.schedule)
     return (short, long), tied
 

@@ -1,6 +1,6 @@
 """Doc-masked, causal, sliding-window flash attention in jax-triton (the `triton` attention backend).
 
-Row i sees key j iff seg_ids[j] == seg_ids[i] and i - window <= j <= i (SPEC §1.5.6, §5.4). Because seg_ids is
+Row i sees key j iff seg_ids[j] == seg_ids[i] and i - window <= j <= i (recipe §1.5.6, §5.4). Because seg_ids is
 non-decreasing and j <= i, "same segment" is the same as j >= segment_start[i], so the whole mask is one per-row lower
 bound, lower[i] = max(segment_start[i], i - window), and the upper bound j <= i. The kernels read per-row segment starts
 computed here in JAX; no T x T array exists anywhere.
@@ -14,7 +14,7 @@ visible run without a mask; only the blocks cut by the window edge, a document s
 Forward: FlashAttention-2 (online softmax in base 2, fp32 accumulation, P rounded to bf16 for P.V), saving the output
 and the base-2 log-sum-exp. Backward: one kernel per key block for dK, dV and one per query block for dQ (no atomics,
 deterministic), with delta = rowsum(dO * O) computed in JAX. The softmax scale is a traced 1-element array (YaRN
-changes it, SPEC §1.7), and its gradient is returned too: dL/dscale = sum_i q_i . dq_i / scale, accumulated per row
+changes it, recipe §1.7), and its gradient is returned too: dL/dscale = sum_i q_i . dq_i / scale, accumulated per row
 inside the dQ kernel before the scale is applied.
 
 Sequences whose length is not a multiple of the block size are padded here: padded rows form their own segment, so

@@ -1,7 +1,7 @@
-"""The FP8 LM head (SPEC §1.9) as jax-triton kernels: `lm_head(h, w, fp8=True, scales=...)`.
+"""The FP8 LM head (recipe §1.9) as jax-triton kernels: `lm_head(h, w, fp8=True, scales=...)`.
 
 Forward: logits = (xq · wqᵀ) · x_scale · w_scale, rounded to bf16, with xq = e4m3(h / x_scale) and
-wq = e4m3(W / w_scale) formed in fp32 and rounded once (SPEC §14.2). The reference casts without a clamp (in range by
+wq = e4m3(W / w_scale) formed in fp32 and rounded once (recipe §14.2). The reference casts without a clamp (in range by
 design); we clamp to ±448 first, a safe deviation, since e4m3fn has no infinity. The product accumulates in the FP8
 tensor cores' fast mode, like cuBLAS "fast accumulation".
 Backward: gq = e5m2(dlogits / g_scale); dh = (gq · wq) · g_scale · w_scale → bf16 and dW = (gqᵀ · xq) · g_scale ·
@@ -199,7 +199,7 @@ def _check_scales(scales: Sequence[float]) -> tuple[float, float, float]:
 
 
 def lm_head(h: jax.Array, w: jax.Array, *, fp8: bool, scales: tuple[float, float, float]) -> jax.Array:
-    """Logits (..., V) in bf16 of hidden states h (..., D) and the head weight w (V, D); SPEC §1.9.
+    """Logits (..., V) in bf16 of hidden states h (..., D) and the head weight w (V, D); recipe §1.9.
 
     fp8=True: the FP8 training head (static scales = (x_scale, w_scale, g_scale)), differentiable through its custom
     VJP; fp8=False: the bf16 evaluation head h · wᵀ.

@@ -1,8 +1,8 @@
-"""The fused linear + ReLU² MLP (SPEC §1.8, §7.1) as a jax-triton kernel: `mlp(u, fc, proj) = relu(u·fcᵀ)²·proj`.
+"""The fused linear + ReLU² MLP (recipe §1.8, §7.1) as a jax-triton kernel: `mlp(u, fc, proj) = relu(u·fcᵀ)²·proj`.
 
 Forward: one pass over u·fcᵀ writes pre (bf16) and post = relu(pre)² (bf16, squared from the bf16 pre); out = post·proj
 is an XLA matrix product. Backward: one pass over G·projᵀ writes d_pre = bf16(2·relu(pre)·d_post) with
-d_post = bf16(G·projᵀ) (SPEC §14.3: rounded twice; the product of two bf16 numbers and 2 is exact in fp32, so one
+d_post = bf16(G·projᵀ) (recipe §14.3: rounded twice; the product of two bf16 numbers and 2 is exact in fp32, so one
 rounding at the end equals the reference's bf16 arithmetic). d_proj = postᵀ·G, d_fc = d_preᵀ·u and du = d_pre·fc are
 XLA matrix products, as in the reference.
 """
@@ -121,7 +121,7 @@ _mlp.defvjp(_mlp_fwd, _mlp_bwd)
 
 
 def mlp(u: jax.Array, fc: jax.Array, proj: jax.Array) -> jax.Array:
-    """relu(u · fcᵀ)² · proj for u (..., D), fc (F, D), proj (F, D) (used untransposed), all bf16; SPEC §1.8."""
+    """relu(u · fcᵀ)² · proj for u (..., D), fc (F, D), proj (F, D) (used untransposed), all bf16; recipe §1.8."""
     if fc.ndim != 2 or proj.shape != fc.shape or u.ndim < 1 or u.shape[-1] != fc.shape[1]:
         raise ValueError(
             f"mlp: expected u (..., D), fc (F, D) and proj (F, D), got u {u.shape}, fc {fc.shape}, proj {proj.shape}"

@@ -1,4 +1,4 @@
-"""The fused soft-capped multi-token cross entropy (SPEC §2.1, §7.2) as jax-triton kernels.
+"""The fused soft-capped multi-token cross entropy (recipe §2.1, §7.2) as jax-triton kernels.
 
 z = a · σ((ℓ + b) / c) in fp32 from the bf16 logits (formed as ℓ·(1/c) + b/c, as the reference kernel does);
 lse_i = log Σ_j exp(z_ij) over all V columns; loss_i = Σ_k [i+k < T] · w_k · (lse_i − z_{i, tgt[i+k]}).
@@ -9,7 +9,7 @@ No fp32 copy of the logits is ever made.
 
 Weights are used as given on both sides (zero padding contributes nothing). The reference's forward skips weights
 ≤ 0 while its backward does not; every scheduled weight is positive, so we keep the two sides consistent instead
-(SPEC §14.7). A target outside [0, V) is skipped in the forward, as in the reference; targets are token ids, so this
+(recipe §14.7). A target outside [0, V) is skipped in the forward, as in the reference; targets are token ids, so this
 never happens with real data.
 """
 
@@ -127,7 +127,7 @@ if triton is not None:
         NUM_WEIGHTS: tl.constexpr,
         MASKED: tl.constexpr,
     ):
-        """Writes dℓ for these columns of one row (SPEC §2.1)."""
+        """Writes dℓ for these columns of one row (recipe §2.1)."""
         if MASKED:
             logit = tl.load(row_ptr + cols, mask=cols < V, other=0.0).to(tl.float32)
         else:
@@ -261,7 +261,7 @@ def cross_entropy(
 ) -> jax.Array:
     """Per-row soft-capped multi-token CE loss (T,) f32 of logits (T, V) bf16, targets (T,) int and mtp_weights (K,).
 
-    Differentiable in the logits through the custom VJP (the caller sums the rows, SPEC §2.1).
+    Differentiable in the logits through the custom VJP (the caller sums the rows, recipe §2.1).
     """
     checked = _check_softcap(softcap)
     if logits.ndim != 2 or logits.dtype != jnp.bfloat16:

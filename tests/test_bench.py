@@ -15,8 +15,8 @@ from jaxrun.config import CONFIG_DIR, load_config
 
 def test_attention_shapes_of_the_record():
     shapes = {s.label: (s.rows, s.heads, s.window, s.backward) for s in bench.attention_shapes(load_config(CONFIG_DIR / "record60.py"))}
-    # SPEC §4: T = 16,384 / 32,768 / 49,152; windows (short, long) 128/384, 384/896, 640/1408, 768/1664 tokens;
-    # paired layers: 2T rows, 3 channels, the short window in rows (SPEC §1.6); final validation 262,144, long 2560.
+    # recipe §4: T = 16,384 / 32,768 / 49,152; windows (short, long) 128/384, 384/896, 640/1408, 768/1664 tokens;
+    # paired layers: 2T rows, 3 channels, the short window in rows (recipe §1.6); final validation 262,144, long 2560.
     assert shapes["phase 1 short"] == (16384, 6, 128, True)
     assert shapes["phase 1 paired"] == (32768, 3, 128, True)
     assert shapes["phase 2 long"] == (32768, 6, 896, True)
@@ -41,7 +41,7 @@ def test_attention_case_flops_count_visible_pairs():
     q, k, v, seg_ids, dout = fwd_bwd.args
     seg, window = np.asarray(seg_ids), cfg.schedule.window_blocks[0][0] * cfg.schedule.window_block_size
     i, j = np.arange(seg.size)[:, None], np.arange(seg.size)[None, :]
-    pairs = np.sum((seg[:, None] == seg[None, :]) & (j <= i) & (i - j <= window))  # SPEC §5.4, brute force
+    pairs = np.sum((seg[:, None] == seg[None, :]) & (j <= i) & (i - j <= window))  # recipe §5.4, brute force
     heads, d = q.shape[1:]
     assert fwd.flops == 4 * d * heads * pairs
     assert fwd_bwd.flops == 3.5 * fwd.flops
@@ -105,7 +105,7 @@ def test_model_and_normuon_commands_on_the_tiny_config(tmp_path):
     path = tmp_path / "model.json"
     bench.main(["model", "--config", str(CONFIG_DIR / "tiny.py"), "--json", str(path)])
     result = json.loads(path.read_text())
-    # the tiny schedule's last phase: 3 sequences of 64 tokens, untied (SPEC §1.11 untie at 2/3 of the schedule)
+    # the tiny schedule's last phase: 3 sequences of 64 tokens, untied (recipe §1.11 untie at 2/3 of the schedule)
     assert result["tokens"] == 192 and result["tied"] is False and result["ms"] > 0 and result["flops"] > 0
     path = tmp_path / "normuon.json"
     bench.main(["normuon", "--config", str(CONFIG_DIR / "tiny.py"), "--repeats", "2", "--json", str(path)])

@@ -1,6 +1,6 @@
 """Log parsing (jaxrun/logs.py) and the comparison table, t-test, reach points and plots (jaxrun/compare.py).
 
-Expected numbers come from SPEC §6/§8 (the published record-#60 figures), hand-worked cases and closed forms, never from
+Expected numbers come from recipe §6/§8 (the published record-#60 figures), hand-worked cases and closed forms, never from
 the functions under test.
 """
 
@@ -32,7 +32,7 @@ Running PyTorch 2.10.0.dev20251210+cu126 compiled for CUDA 12.6
 |=========================================+========================+======================|
 |   0  NVIDIA H100 80GB HBM3          On  |   00000000:19:00.0 Off |                    0 |
 """
-# 10 steps: step lines after every step, validation at 0, 5 and 10, as the reference prints them (SPEC §6).
+# 10 steps: step lines after every step, validation at 0, 5 and 10, as the reference prints them (recipe §6).
 LOG_PART = """Compiling model and warming up kernels (~7 minutes on first execution)
 Resetting Model
 step:0/10 val_loss:10.8309 train_time:0ms step_avg:0.03ms
@@ -53,12 +53,12 @@ peak memory allocated: 29148 MiB reserved: 45178 MiB
 RAW_LOG = f"{SOURCE_CODE}{SEP}\n{HEADER}{SEP}\n{LOG_PART}"
 
 CSV_HEADER = "step,total_steps,val_loss,train_time_ms,step_avg_ms\n"
-# Record #60's log 45beba56 (SPEC §8.1).
+# Record #60's log 45beba56 (recipe §8.1).
 RECORD_LOG_45 = [
     (0, 10.8309, 0), (250, 4.6062, 8201), (500, 4.2740, 16316), (750, 4.0061, 29049), (1000, 3.7358, 43907),
     (1250, 3.5104, 61149), (1500, 3.3792, 82429), (1750, 3.2870, 103723), (1775, 3.2807, 105875),
 ]
-RECORD_BOUNDS = (579, 1157, 1735)  # SPEC §4: phase = floor(3 s / 1735)
+RECORD_BOUNDS = (579, 1157, 1735)  # recipe §4: phase = floor(3 s / 1735)
 
 
 def _csv(rows, total):
@@ -145,7 +145,7 @@ def test_groups_from_folder_glob_and_reference_names(tmp_path):
     assert len(read_group("record60").runs) == 10
     assert [r.name for r in read_group("single_gpu").runs] == ["record59_single_gpu_baseline", "record59_single_gpu_run"]
     single = read_group("record59_single_gpu_run").runs
-    assert len(single) == 1 and single[0].final_loss == 3.2796 and single[0].final_time_ms == 812830  # SPEC §8.2
+    assert len(single) == 1 and single[0].final_loss == 3.2796 and single[0].final_time_ms == 812830  # recipe §8.2
     assert single[0].peak_allocated_mib == 32826
 
 
@@ -192,7 +192,7 @@ def test_t_test_on_a_hand_checked_case():
 def test_record60_reproduces_the_published_statistics():
     summary = compare.summarize(read_group("record60"), 3.28, (3.28,), None, RECORD_BOUNDS)
     assert summary["num_runs"] == summary["num_finished"] == 10
-    assert round(summary["final_val_loss"]["mean"], 4) == 3.2788  # SPEC §8.1: 3.2788 ± 0.0012, p = 0.0067
+    assert round(summary["final_val_loss"]["mean"], 4) == 3.2788  # recipe §8.1: 3.2788 ± 0.0012, p = 0.0067
     assert summary["final_val_loss"]["std"] == pytest.approx(0.0012, abs=5e-5)
     assert summary["p_value"] == pytest.approx(0.0067, abs=5e-5)
     assert summary["train_time_s"]["mean"] == pytest.approx(105.78, abs=0.005)

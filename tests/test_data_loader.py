@@ -1,4 +1,4 @@
-"""Training batches (SPEC §5.2) against batches written out by hand, and against a literal transcription of the spec."""
+"""Training batches (recipe §5.2) against batches written out by hand, and against a literal transcription of the spec."""
 
 import json
 
@@ -163,7 +163,7 @@ def test_too_many_documents_for_cu_seqlens(tmp_path):
         loader.next_batch(8)
 
 
-# --- a literal transcription of SPEC §5.2 (token by token), to compare with on random shards -------------------------
+# --- a literal transcription of recipe §5.2 (token by token), to compare with on random shards -------------------------
 
 
 def spec_batches(shards, sizes, max_doc_len, num_ranks):

@@ -1,4 +1,4 @@
-"""Shard format (SPEC §5.1) byte for byte, and every malformed shard the reader must refuse."""
+"""Shard format (recipe §5.1) byte for byte, and every malformed shard the reader must refuse."""
 
 import struct
 

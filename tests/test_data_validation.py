@@ -1,4 +1,4 @@
-"""Validation batches (SPEC §2.2, §5.3) against chunks written out by hand, and the cu_seqlens lengths of SPEC §5.2."""
+"""Validation batches (recipe §2.2, §5.3) against chunks written out by hand, and the cu_seqlens lengths of recipe §5.2."""
 
 import numpy as np
 import pytest
@@ -74,6 +74,6 @@ def test_too_many_segments_for_cu_seqlens(tmp_path):
 
 def test_cu_seqlens_lengths_of_the_record():
     data = load_config(CONFIG_DIR / "record60.py").data
-    # SPEC §5.2: 128, 128, 256 for the three training sizes, 896 for validation.
+    # recipe §5.2: 128, 128, 256 for the three training sizes, 896 for validation.
     assert [cu_seqlens_length(n, data) for n in (16_384, 32_768, 49_152, 262_144)] == [128, 128, 256, 896]
     assert cu_seqlens_length(8, data) == 128

@@ -1,4 +1,4 @@
-"""FLOP counting of SPEC §9 (jaxrun/flops.py)."""
+"""FLOP counting of recipe §9 (jaxrun/flops.py)."""
 
 import numpy as np
 
@@ -18,7 +18,7 @@ def test_visible_pairs_hand_case():
 
 
 def test_full_window_upper_bound_matches_spec_table():
-    # SPEC §9: phase 1 (windows 128/384 tokens), a sequence with no document boundary far from its start:
+    # recipe §9: phase 1 (windows 128/384 tokens), a sequence with no document boundary far from its start:
     # 5.54 M attention forward FLOPs per token (full-window upper bound).
     m = load_config(CONFIG_DIR / "record60.py").model
     t = 16384
@@ -32,7 +32,7 @@ def test_train_step_flops_phase1_weights_term():
     seg = np.repeat(np.arange(8), 2048)[None].repeat(8, axis=0)  # 8 ranks of 8 full 2048-token documents
     flops = train_step_flops(m, seg, (128, 384))
     assert flops > 6 * 114_130_944 * 131_072
-    assert abs(flops / 9.16e13 - 1) < 0.02  # SPEC §9: 9.16e13 per phase-1 step
+    assert abs(flops / 9.16e13 - 1) < 0.02  # recipe §9: 9.16e13 per phase-1 step
 
 
 def test_peak_by_device_kind():

@@ -3,7 +3,7 @@
 GPU: the loop's gradient function on a peaked, trained-like output distribution (the incoming gradient then has a few
 large target entries among tens of thousands of tiny ones, as in training and unlike random test data); the head's
 dh and dW and the tied head's whole gradient (dW plus the embedding's scatter-add) against fp32/fp64 products of the
-same tapped operands, written here from SPEC §1.9. CPU: the CUDA lowering of the head asks for accurate accumulation
+same tapped operands, written here from recipe §1.9. CPU: the CUDA lowering of the head asks for accurate accumulation
 in its backward products (what XLA's FP8 GEMMs do by default is fast accumulation) and keeps the bf16 rounding of its
 inputs; the taps themselves on the CPU path.
 """
@@ -92,7 +92,7 @@ def test_head_and_embedding_gradients_in_the_compiled_step(head_backend, tied):
     xs, ws, gs = SCALES
     g = np.asarray(t["g"], np.float32)
     assert np.mean(np.abs(g) < 1e-7) > 0.25, "the test needs a peaked distribution: many tiny gradient entries"
-    # SPEC §1.9: the quantised operands, then fp32 products accumulated accurately (on the GPU, in fp32)
+    # recipe §1.9: the quantised operands, then fp32 products accumulated accurately (on the GPU, in fp32)
     gq = np.clip(g / np.float32(gs), -57344, 57344).astype(ml_dtypes.float8_e5m2)
     hi = jax.lax.Precision.HIGHEST
     f32 = lambda x: jnp.asarray(np.asarray(x).astype(np.float32))  # noqa: E731

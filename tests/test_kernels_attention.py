@@ -22,7 +22,7 @@ requires_gpu = pytest.mark.skipif(not ON_GPU, reason="needs an NVIDIA GPU with j
 
 
 def visible_mask(seg: np.ndarray, window: int) -> np.ndarray:
-    """SPEC §5.4 transcribed: key j visible to query i iff same segment, j <= i and i - j <= window."""
+    """recipe §5.4 transcribed: key j visible to query i iff same segment, j <= i and i - j <= window."""
     i = np.arange(seg.size)[:, None]
     j = np.arange(seg.size)[None, :]
     return (seg[:, None] == seg[None, :]) & (j <= i) & (i - j <= window)
@@ -142,7 +142,7 @@ def test_without_triton_the_error_names_the_fallback():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# GPU: small shapes against a dense float64 numpy transcription of SPEC §1.5 / §5.4 and the softmax backward
+# GPU: small shapes against a dense float64 numpy transcription of recipe §1.5 / §5.4 and the softmax backward
 
 
 def dense_reference(q, k, v, seg, scale, window, dout):
@@ -229,7 +229,7 @@ def banded_reference(q, k, v, seg, scale, window, block=128, query_blocks=None):
 
 
 # (T rows, heads, window in rows): the training phases' standard short / long layers, their paired layouts
-# (2T rows, 3 channels, the short window in interleaved rows, SPEC §1.6), then the validation shapes.
+# (2T rows, 3 channels, the short window in interleaved rows, recipe §1.6), then the validation shapes.
 RECORD_SHAPES = [
     (16384, 6, 128), (16384, 6, 384), (32768, 3, 128),
     (32768, 6, 384), (32768, 6, 896), (65536, 3, 384),

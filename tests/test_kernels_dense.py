@@ -1,7 +1,7 @@
 """The dense jax-triton kernels: FP8 LM head, fused ReLU² MLP, fused soft-capped MTP cross entropy (jaxrun.kernels).
 
 CPU: input checks, the FP8 rounding helper and the bf16 head against numpy/ml_dtypes. GPU (marked `gpu`, skipped
-without an NVIDIA GPU and jax-triton): outputs and gradients against references written here from SPEC §1.8, §1.9,
+without an NVIDIA GPU and jax-triton): outputs and gradients against references written here from recipe §1.8, §1.9,
 §2.1 (numpy on small odd shapes; fp32 JAX on the record shapes, whose numpy reference would take minutes).
 """
 
@@ -20,8 +20,8 @@ from jaxrun.kernels.triton_runtime import MatmulTiles
 MODEL = load_config(CONFIG_DIR / "record60.py").model
 SCALES = MODEL.fp8_scales
 SOFTCAP = MODEL.softcap
-RECORD_T = (16_384, 32_768, 49_152)  # tokens per device in the three training phases (SPEC §4)
-EVAL_T = 262_144  # validation chunk (SPEC §2.2)
+RECORD_T = (16_384, 32_768, 49_152)  # tokens per device in the three training phases (recipe §4)
+EVAL_T = 262_144  # validation chunk (recipe §2.2)
 HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -124,7 +124,7 @@ def test_cross_entropy_rejects_bad_input():
 
 
 def test_bench_cases_of_the_dense_ops():
-    """The benchmark's cases (jaxrun.bench): names per training phase, FLOPs and bytes of SPEC shapes, runnable."""
+    """The benchmark's cases (jaxrun.bench): names per training phase, FLOPs and bytes of the recipe's shapes, runnable."""
     bench = pytest.importorskip("jaxrun.bench")
     cfg = load_config()  # the tiny CPU config: T = 256, 512, 768 per phase, D = 128, F = 512
     m, ts = cfg.model, [n * cfg.schedule.seq_len for n in cfg.schedule.seqs_per_rank]
@@ -158,17 +158,17 @@ def test_triton_ops_say_where_they_run():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# References from SPEC (independent of the kernels)
+# References from the recipe (independent of the kernels)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 def _q(x, scale, dtype, limit):
-    """SPEC §1.9 / §14.2: x / scale in fp32, clamped to the format's range, rounded once."""
+    """recipe §1.9 / §14.2: x / scale in fp32, clamped to the format's range, rounded once."""
     return jnp.clip(x.astype(jnp.float32) / scale, -limit, limit).astype(dtype)
 
 
 def _fp8_head_reference(h, w, dlogits):
-    """(logits, dh, dW) of SPEC §1.9 with fp32 products of the quantised operands."""
+    """(logits, dh, dW) of recipe §1.9 with fp32 products of the quantised operands."""
     xs, ws, gs = SCALES
     xq = _q(h, xs, jnp.float8_e4m3fn, 448).astype(jnp.float32)
     wq = _q(w, ws, jnp.float8_e4m3fn, 448).astype(jnp.float32)
@@ -180,7 +180,7 @@ def _fp8_head_reference(h, w, dlogits):
 
 
 def _mlp_reference(u, fc, proj, g):
-    """SPEC §1.8 / §14.3 rounding points, fp32 products: (out, du, dfc, dproj, pre, post)."""
+    """recipe §1.8 / §14.3 rounding points, fp32 products: (out, du, dfc, dproj, pre, post)."""
     f32 = lambda x: x.astype(jnp.float32)  # noqa: E731
     pre = jnp.dot(f32(u), f32(fc).T, precision=HIGHEST).astype(jnp.bfloat16)
     post = (jnp.maximum(f32(pre), 0) ** 2).astype(jnp.bfloat16)
@@ -194,7 +194,7 @@ def _mlp_reference(u, fc, proj, g):
 
 
 def _ce_reference(logits, targets, weights, g):
-    """SPEC §2.1 in fp32: (row loss, d_logits, d_weights); a, b, c from the record config."""
+    """recipe §2.1 in fp32: (row loss, d_logits, d_weights); a, b, c from the record config."""
     a, b, c = SOFTCAP
     t, v = logits.shape
     sig = jax.nn.sigmoid((logits.astype(jnp.float32) + b) / c)
@@ -238,7 +238,7 @@ def _value_and_vjp(f, *args):
 def _check_fp8_head(t, v, d, seed):
     kh, kw, kg = jax.random.split(jax.random.key(seed), 3)
     h = _random(kh, (t, d))  # like rms-normed hidden states: |h / x_scale| stays far below 448
-    w = _random(kw, (v, d), 0.005)  # SPEC §1.3 init scale
+    w = _random(kw, (v, d), 0.005)  # recipe §1.3 init scale
     dlogits = _random(kg, (t, v), 0.05)
     logits, (dh, dw) = _value_and_vjp(lambda h, w: fp8_head.lm_head(h, w, fp8=True, scales=SCALES), h, w, dlogits)
     ref_logits, ref_dh, ref_dw = _exact(_fp8_head_reference)(h, w, dlogits)
@@ -265,7 +265,7 @@ def test_fp8_head_record_shapes(t):
 @gpu
 def test_xla_fp8_head_is_one_scaled_fp8_gemm_per_product():
     """The xla backend's CUDA form: each of the three products is one cuBLASLt FP8 GEMM with a bf16 output (the scale
-    in its epilogue), and the numbers are SPEC §1.9's."""
+    in its epilogue), and the numbers are recipe §1.9's."""
     t, v, d = 4096, MODEL.vocab_size, MODEL.model_dim
     kh, kw, kg = jax.random.split(jax.random.key(3), 3)
     h, w, dlogits = _random(kh, (t, d)), _random(kw, (v, d), 0.005), _random(kg, (t, v), 0.05)

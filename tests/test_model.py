@@ -1,5 +1,5 @@
-"""jaxrun.model against SPEC §1, §2 and §12: parameter banks and counts, the record initialisation's loss, and the whole
-forward pass against an independent fp64 numpy transcription of SPEC §1.4-1.8 (full T x T masks, literal (T, 3, 2d)
+"""jaxrun.model against recipe §1, §2 and §12: parameter banks and counts, the record initialisation's loss, and the whole
+forward pass against an independent fp64 numpy transcription of recipe §1.4-1.8 (full T x T masks, literal (T, 3, 2d)
 rotary view, literal index arithmetic)."""
 
 import dataclasses
@@ -68,7 +68,7 @@ def as_f64(params):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# numpy transcription of SPEC §1.4-1.8 and §2
+# numpy transcription of recipe §1.4-1.8 and §2
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -81,7 +81,7 @@ def sigmoid(x):
 
 
 def np_omega(freqs, head_dim):
-    """SPEC §1.7: omega[2k] = omega[2k+1] = f_k for k < head_dim/4, 0 on the stationary dims."""
+    """recipe §1.7: omega[2k] = omega[2k+1] = f_k for k < head_dim/4, 0 on the stationary dims."""
     omega = np.zeros(head_dim)
     for k, f in enumerate(freqs):
         omega[2 * k] = omega[2 * k + 1] = f
@@ -97,7 +97,7 @@ def np_rotate(x, cos, sin):
 
 
 def np_paired_rotary(x, freqs):
-    """SPEC §1.6.1-3 literally: view (T, H, d) as (T, H/2, 2d), rotate with the 2d-column paired table
+    """recipe §1.6.1-3 literally: view (T, H, d) as (T, H/2, 2d), rotate with the 2d-column paired table
     [cos/sin(2t omega), cos/sin((2t+1) omega)], re-view row-major as (2T, H/2, d)."""
     seq_len, heads, head_dim = x.shape
     omega = np_omega(freqs, head_dim)
@@ -182,7 +182,7 @@ def np_row_losses(h, W, targets, weights, softcap):
 
 def test_record_parameter_banks_and_counts():
     shapes = jax.eval_shape(lambda k: model.init_params(RECORD, k), jax.random.key(0))
-    want = {  # SPEC §1.3
+    want = {  # recipe §1.3
         "qkvo": ((10, 3072, 768), "bfloat16"), "fc": ((11, 3072, 768), "bfloat16"),
         "proj": ((11, 3072, 768), "bfloat16"), "lm_head": ((50304, 768), "bfloat16"),
         "embed": ((50304, 768), "bfloat16"), "ve": ((3, 50304, 768), "bfloat16"),
@@ -192,7 +192,7 @@ def test_record_parameter_banks_and_counts():
     }
     assert {n: (s.shape, s.dtype.name) for n, s in shapes.items()} == want
     rows, totals = model.param_table(shapes, RECORD)
-    assert totals["stored"] == 268_665_987 and totals["matmul"] == 114_130_944  # SPEC §1.12, §12
+    assert totals["stored"] == 268_665_987 and totals["matmul"] == 114_130_944  # recipe §1.12, §12
     assert {name for name, _, _, group in rows if group == "NorMuon"} == {"qkvo", "fc", "proj"}
 
 
@@ -227,7 +227,7 @@ def test_initialisation_follows_spec():
 
 @pytest.mark.slow
 def test_initial_loss_of_the_record_initialisation():
-    """SPEC §12: at init the loss is 10.8306 - 2.39 f (f = fraction of targets equal to their input). Full width and
+    """recipe §12: at init the loss is 10.8306 - 2.39 f (f = fraction of targets equal to their input). Full width and
     vocabulary, T = 256 (the expectation does not depend on T; its noise is ~0.1 / sqrt(T))."""
     params = model.init_params(RECORD, jax.random.key(0, impl="unsafe_rbg"))
     rng = np.random.default_rng(0)
@@ -257,7 +257,7 @@ def test_paired_rotary_layout_matches_spec():
     freqs = rope_freqs(SMALL)
     got = np.asarray(model.rotate_paired(jnp.asarray(q, jnp.bfloat16), jnp.asarray(freqs, jnp.float32)), np.float32)
     np.testing.assert_allclose(got, np_paired_rotary(q, freqs), atol=2e-2, rtol=1e-2)
-    # The same statement per head (SPEC §1.6.3): head h of token t -> row 2t + h // 3, channel h % 3, position 2t + h % 2.
+    # The same statement per head (recipe §1.6.3): head h of token t -> row 2t + h // 3, channel h % 3, position 2t + h % 2.
     omega = np_omega(freqs, d)
     for t in range(T):
         for h in range(H):
@@ -283,7 +283,7 @@ def test_key_offset_moves_the_spec_dims_from_pre_shift_values():
     k = np.arange(T * H * d, dtype=np.float32).reshape(T, H, d)
     got = np.asarray(model.key_offset(jnp.asarray(k)))
     want = k.copy()
-    for t in range(1, T):  # SPEC §1.5.4 / §14.5: dims 32:64 and 96:128 of 128, scaled to d; k[0] unchanged
+    for t in range(1, T):  # recipe §1.5.4 / §14.5: dims 32:64 and 96:128 of 128, scaled to d; k[0] unchanged
         want[t, :, 4:8] = k[t - 1, :, 4:8]
         want[t, :, 12:16] = k[t - 1, :, 12:16]
     np.testing.assert_array_equal(got, want)
@@ -343,7 +343,7 @@ def test_model_matches_numpy_transcription_of_spec():
 
 
 def test_documents_connect_only_through_smear_and_key_offset():
-    """Changing the last token of document 0 changes nothing in document 1 unless smear (SPEC §1.4.2) or the key
+    """Changing the last token of document 0 changes nothing in document 1 unless smear (recipe §1.4.2) or the key
     offset (§1.5.4) carries it across; attention itself never does (§5.4)."""
     rng = np.random.default_rng(6)
     seg = np.repeat([0, 1], [10, 14]).astype(np.int32)

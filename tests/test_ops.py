@@ -1,4 +1,4 @@
-"""jaxrun.ops: the xla backends against independent numpy transcriptions of SPEC, and the backend registry."""
+"""jaxrun.ops: the xla backends against independent numpy transcriptions of the recipe, and the backend registry."""
 
 import json
 import subprocess
@@ -13,8 +13,8 @@ import pytest
 
 from jaxrun import ops
 
-SOFTCAP = (23.0, 5.0, 7.5)  # SPEC §1.10
-FP8_SCALES = (100 / 448, 1.6 / 448, 0.75 / 448)  # SPEC §1.9
+SOFTCAP = (23.0, 5.0, 7.5)  # recipe §1.10
+FP8_SCALES = (100 / 448, 1.6 / 448, 0.75 / 448)  # recipe §1.9
 
 
 def bf16(x):
@@ -83,7 +83,7 @@ def visible_mask(seg, window):
 
 
 def naive_attention(q, k, v, seg, scale, window):
-    """fp64 masked softmax over the full T x T matrix (SPEC §5.4)."""
+    """fp64 masked softmax over the full T x T matrix (recipe §5.4)."""
     s = np.einsum("qhd,khd->hqk", q, k) * scale
     s = np.where(visible_mask(seg, window)[None], s, -np.inf)
     p = np.exp(s - s.max(-1, keepdims=True))
@@ -226,12 +226,12 @@ def test_lm_head_rejects_bad_input():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# MLP rounding points (SPEC §1.8, §14.3)
+# MLP rounding points (recipe §1.8, §14.3)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 def test_mlp_rounds_where_the_reference_rounds():
-    """Inputs on coarse dyadic grids make every fp32 matmul exact, so the only roundings are the bf16 ones of SPEC
+    """Inputs on coarse dyadic grids make every fp32 matmul exact, so the only roundings are the bf16 ones of the recipe
     §1.8 / §14.3: forward and backward must then equal the numpy transcription bit for bit."""
     rng = np.random.default_rng(5)
     seq_len, dim, hidden = 8, 8, 16
@@ -268,7 +268,7 @@ def test_mlp_rejects_bad_input():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Soft-capped MTP cross entropy (SPEC §2.1)
+# Soft-capped MTP cross entropy (recipe §2.1)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -287,7 +287,7 @@ def np_row_losses(logits, targets, weights):
 
 
 def np_row_loss_grad(logits, targets, weights, g):
-    """SPEC §2.1's formula: g_i (S_i p_ij - sum_k [i+k<T] w_k [j = tgt[i+k]]) (1/c) z_ij (1 - sigma_ij)."""
+    """recipe §2.1's formula: g_i (S_i p_ij - sum_k [i+k<T] w_k [j = tgt[i+k]]) (1/c) z_ij (1 - sigma_ij)."""
     a, b, c = SOFTCAP
     sig = 1 / (1 + np.exp(-(logits + b) / c))
     z = a * sig
@@ -363,7 +363,7 @@ def test_cross_entropy_rejects_bad_input():
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Chunked validation loss (SPEC §2.2)
+# Chunked validation loss (recipe §2.2)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -460,7 +460,7 @@ def test_the_shipped_auto_table_names_registered_backends_and_cpu_gets_xla():
 
 
 def test_mlp_keeps_its_bf16_rounding_points_under_fusion():
-    """SPEC §14.3: pre and d_post are bf16 tensors in the reference. The ops pin those roundings (reduce_precision),
+    """recipe §14.3: pre and d_post are bf16 tensors in the reference. The ops pin those roundings (reduce_precision),
     which XLA's GPU compiler would otherwise drop when it fuses the product into the relu² (xla_allow_excess_precision).
     Checked on the CUDA lowering, made here without a GPU."""
     u = jax.ShapeDtypeStruct((64, 32), jnp.bfloat16)

@@ -1,4 +1,4 @@
-"""NorMuon and cautious Adam against numpy transcriptions of SPEC §3 (bf16 rounding emulated with ml_dtypes)."""
+"""NorMuon and cautious Adam against numpy transcriptions of recipe §3 (bf16 rounding emulated with ml_dtypes)."""
 
 import dataclasses
 import os
@@ -32,7 +32,7 @@ def bf16_ulp(x):
     return 2.0 ** (np.floor(np.log2(np.maximum(np.abs(x), 1e-30))) - 7)
 
 
-# --- numpy transcriptions of SPEC §3.2 ---------------------------------------------------------------------------------
+# --- numpy transcriptions of recipe §3.2 ---------------------------------------------------------------------------------
 
 
 def np_pe_iterate(x, a, b, c, split=False):
@@ -55,7 +55,7 @@ def np_polar_express(u, split=False):
 
 
 def np_normalize_rows(o, q, beta2=0.95):
-    """SPEC §3.2 item 4 for one matrix o (rows, cols), q (rows,)."""
+    """recipe §3.2 item 4 for one matrix o (rows, cols), q (rows,)."""
     r = np.mean(o**2, axis=1)
     n0 = np.sqrt(np.sum(r * o.shape[1]))
     q = beta2 * q + (1 - beta2) * r
@@ -65,7 +65,7 @@ def np_normalize_rows(o, q, beta2=0.95):
 
 
 def np_normuon_step(name, g, m, q, p, s):
-    """One NorMuon step of one stored matrix (rows, cols) per SPEC §3.2; q is per stored row."""
+    """One NorMuon step of one stored matrix (rows, cols) per recipe §3.2; q is per stored row."""
     mu, lrf = S.muon_momentum(s, SCHED, OPT.muon_momentum_range), S.lr_factor(s, SCHED)
     m = mu * m + (1 - mu) * g
     u = (1 - mu) * g + mu * m
@@ -210,7 +210,7 @@ def test_cautious_muon_update_mask_is_non_strict():
     lr, decay = jnp.float32(0.1), jnp.float32(0.5)
     got = np.asarray(optim.cautious_muon_update(o, p, lr, decay))
     o64, p64 = np.asarray(o, np.float64), np.asarray(p, np.float64)
-    mask = o64 * p64 >= 0  # O == 0 still decays: [O*P >= 0] (SPEC §3.2 item 6)
+    mask = o64 * p64 >= 0  # O == 0 still decays: [O*P >= 0] (recipe §3.2 item 6)
     np.testing.assert_allclose(got, -0.1 * 0.5 * mask * p64 - 0.1 * o64, rtol=1e-6)
     assert got[0, 2] == pytest.approx(-0.1 * 0.5 * 3.0)  # zero update, decayed
     assert got[0, 1] == pytest.approx(0.1)  # disagreeing sign: not decayed
@@ -322,7 +322,7 @@ def adam_grads(key, params):
 
 
 def np_adam_step(p, g, m, v, t, s, group, wd):
-    """SPEC §3.3 for one parameter; p in its dtype's values, g the fp32 two-step sum."""
+    """recipe §3.3 for one parameter; p in its dtype's values, g the fp32 two-step sum."""
     b1, b2 = group.betas
     t += 1
     m = b1 * m + (1 - b1) * g

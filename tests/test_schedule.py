@@ -1,4 +1,4 @@
-"""Schedules against SPEC §4 / §1.7 / §12: the listed values, and direct transcriptions of the SPEC formulas at every step."""
+"""Schedules against recipe §4 / §1.7 / §12: the listed values, and direct transcriptions of the recipe's formulas at every step."""
 
 import dataclasses
 import math
@@ -17,7 +17,7 @@ REC = RECORD.schedule
 MU_RANGE = RECORD.optim.muon_momentum_range
 
 
-# --- independent transcriptions of SPEC §4 (record numbers typed in from the SPEC text) -------------------------------
+# --- independent transcriptions of recipe §4 (record numbers typed in from the recipe text) -------------------------------
 
 
 def spec_lr(s, n_sched=1735, lr_max=(1.0, 1.52, 1.73), cooldown=0.5, floor=0.1):
@@ -48,7 +48,7 @@ def spec_mtp(s, n_sched=1735):
     return [1.0, 0.0, 0.0]
 
 
-# --- SPEC §12 values ----------------------------------------------------------------------------------------------------
+# --- recipe §12 values ----------------------------------------------------------------------------------------------------
 
 LR_VALUES = {0: 1.0, 578: 1.0, 579: 1.52, 867: 1.52, 868: 1.5192, 1000: 1.3031, 1156: 1.0478, 1157: 1.1860, 1300: 0.9173,
              1500: 0.5416, 1725: 0.1188, 1734: 0.1019, 1735: 0.1, 1774: 0.1}
@@ -61,7 +61,7 @@ def test_lr_factor_spec_values(s, expected):
 
 
 def test_lr_factor_jumps_up_at_last_phase():
-    assert S.lr_factor(1157, REC) > S.lr_factor(1156, REC) + 0.13  # [NOTE] SPEC §4: 1.0478 -> 1.1860
+    assert S.lr_factor(1157, REC) > S.lr_factor(1156, REC) + 0.13  # [NOTE] recipe §4: 1.0478 -> 1.1860
 
 
 @pytest.mark.parametrize("s,expected", [(0, 0.85), (100, 0.8833), (300, 0.95), (1000, 0.95), (1725, 0.95), (1735, 0.93),
@@ -79,7 +79,7 @@ def test_mtp_spec_values():
     np.testing.assert_array_equal(S.mtp_weights(1157, REC), [1, 0, 0])
     np.testing.assert_array_equal(S.mtp_weights(1774, REC), [1, 0, 0])
     assert S.mtp_weights(0, REC).dtype == np.float32 and S.mtp_weights(jnp.int32(0), REC).dtype == jnp.float32
-    assert min(w for s in range(REC.total_steps) for w in S.mtp_weights(s, REC) if w != 0) > 0  # SPEC §14.7: all > 0
+    assert min(w for s in range(REC.total_steps) for w in S.mtp_weights(s, REC) if w != 0) > 0  # recipe §14.7: all > 0
 
 
 # --- every step against the transcriptions, Python and traced -----------------------------------------------------------
@@ -125,8 +125,8 @@ def test_phase_tokens_windows(s, ph, tokens, windows):
 
 
 def test_token_total_matches_spec():
-    assert sum(S.tokens_per_rank(s, REC) * 8 for s in range(REC.total_steps)) == 470_417_408  # SPEC §9
-    assert sum(S.step_shape(s, REC).adam for s in range(REC.total_steps)) == 887  # SPEC §12
+    assert sum(S.tokens_per_rank(s, REC) * 8 for s in range(REC.total_steps)) == 470_417_408  # recipe §9
+    assert sum(S.step_shape(s, REC).adam for s in range(REC.total_steps)) == 887  # recipe §12
 
 
 def test_untie_step():
@@ -158,7 +158,7 @@ def test_eval_windows():
 
 # --- YaRN -------------------------------------------------------------------------------------------------------------
 
-SPEC_FINAL_FREQS = [1, 0.79964, 0.63942, 0.50422, 0.35601, 0.25451, 0.17184, 0.11121, 0.073630, 0.050803, 0.036175,
+RECIPE_FINAL_FREQS = [1, 0.79964, 0.63942, 0.50422, 0.35601, 0.25451, 0.17184, 0.11121, 0.073630, 0.050803, 0.036175,
                     0.026393, 0.019625, 0.014811, 0.011310, 0.0087174, 0.0067691, 0.0052874, 0.0041495, 0.0032973, 0.0026366,
                     0.0021083, 0.0016859, 0.0013481, 0.0010780, 8.6202e-4, 6.8930e-4, 5.5119e-4, 4.4076e-4, 3.5244e-4,
                     2.8183e-4, 2.2536e-4]
@@ -189,7 +189,7 @@ def test_yarn_frequencies():
     np.testing.assert_allclose(third[19:], 11 / 13, rtol=1e-6)
     final, _ = yarn(1775)
     assert final.dtype == np.float32 and final.shape == (32,)
-    np.testing.assert_allclose(final, SPEC_FINAL_FREQS, rtol=6e-5)
+    np.testing.assert_allclose(final, RECIPE_FINAL_FREQS, rtol=6e-5)
 
 
 def test_yarn_tiny_head_dim():

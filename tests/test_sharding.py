@@ -25,7 +25,7 @@ def test_zero_axis_rules():
     assert sharding.shard_axis((10, 3072, 768), 8) == 1  # 10 banks do not split over 8 devices; rows do
     assert sharding.shard_axis((50304, 768), 8) == 0
     assert sharding.shard_axis((3, 50304, 768), 8) == 1
-    assert sharding.shard_axis((10, 6, 12), 8) is None  # 720 elements: all-reduced and kept whole (SPEC §3.5)
+    assert sharding.shard_axis((10, 6, 12), 8) is None  # 720 elements: all-reduced and kept whole (recipe §3.5)
     assert sharding.shard_axis((40,), 8) is None
     assert sharding.shard_axis((50304, 768), 1) is None
     assert sharding.zero_spec((11, 3072, 768), 4) == P(None, "data")

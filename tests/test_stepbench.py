@@ -64,7 +64,7 @@ def result(overrides, tmp_path_factory):
 
 def test_step_pairs_of_the_record():
     cfg = load_config(CONFIG_DIR / "record60.py")
-    # SPEC §4: phases start at 0, 579 and 1157, the extension at 1735; the untie step is 1157 (SPEC §1.11)
+    # recipe §4: phases start at 0, 579 and 1157, the extension at 1735; the untie step is 1157 (recipe §1.11)
     assert [stepbench.step_pair(cfg, p) for p in range(4)] == [(0, 1), (580, 581), (1158, 1159), (1736, 1737)]
 
 
@@ -98,11 +98,11 @@ def test_phase_figures_are_consistent(result):
 
 
 def _spec9_step_flops(cfg, seg_ids_per_rank, short: int, long: int) -> int:
-    """SPEC §9 by brute force: 6 N per token, plus 3 x forward attention = 3 x 4 d per visible (query, key) pair and
-    head; paired layers see 2 interleaved rows per token in H/2 channels with the short window in rows (SPEC §1.6)."""
+    """recipe §9 by brute force: 6 N per token, plus 3 x forward attention = 3 x 4 d per visible (query, key) pair and
+    head; paired layers see 2 interleaved rows per token in H/2 channels with the short window in rows (recipe §1.6)."""
     m = cfg.model
     attention_layers = [i for i in range(m.num_layers) if i not in m.no_attention_layers]
-    qkvo, mlp, head = 4 * m.model_dim**2, 2 * m.mlp_hidden * m.model_dim, m.vocab_size * m.model_dim  # SPEC §1.12
+    qkvo, mlp, head = 4 * m.model_dim**2, 2 * m.mlp_hidden * m.model_dim, m.vocab_size * m.model_dim  # recipe §1.12
     n = len(attention_layers) * qkvo + m.num_layers * mlp + head
 
     def pairs(seg, window):
@@ -121,7 +121,7 @@ def _spec9_step_flops(cfg, seg_ids_per_rank, short: int, long: int) -> int:
 
 
 def test_flops_count_the_timed_batches(result, overrides):
-    """The FLOPs of each timed step are SPEC §9's of the batch the training loader gives at that point (the bench
+    """The FLOPs of each timed step are recipe §9's of the batch the training loader gives at that point (the bench
     draws warm-up and timed batches in order from one loader)."""
     cfg = load_config(None, overrides)
     loader = data_lib.TrainLoader(cfg.data, range(cfg.data.num_ranks), prefetch=False)

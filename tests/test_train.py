@@ -191,7 +191,7 @@ def test_out_of_memory_message():
 
 
 def test_warm_up_runs_every_step_variant_once_and_keeps_the_state():
-    """SPEC §6: each variant runs once before the clock starts; the update and untie functions donate their state, so
+    """recipe §6: each variant runs once before the clock starts; the update and untie functions donate their state, so
     the warm-up must hand them a copy and leave the run's own state untouched."""
     import jax
     import jax.numpy as jnp

@@ -3,7 +3,7 @@
     python tools/fp8_audit_torch.py DIR TAG [TAG ...]   -> DIR/<TAG>_torch.json and a table
 
 For each backend the tap recorded (xla, triton): the quantised operands against torch's own casts of the same h, W and
-incoming gradient (bitwise), the logits / dh / dW against fp64 products of the same FP8 operands (SPEC §1.9) and against
+incoming gradient (bitwise), the logits / dh / dW against fp64 products of the same FP8 operands (recipe §1.9) and against
 torch._scaled_mm called as the reference calls it, and how far each is from the unquantised bf16-head product.
 """
 

@@ -1,8 +1,8 @@
-"""The data layer: token shards (SPEC §5.1), tokenizing and downloading them, and the training / validation batches.
+"""The data layer: token shards (recipe §5.1), tokenizing and downloading them, and the training / validation batches.
 
     ensure_shards(cfg.data)                  # validate, or tokenize data.tokenize_from on first use, or say what to run
-    loader = TrainLoader(cfg.data, ranks)    # BOS-aligned batches (SPEC §5.2): loader.next_batch(tokens_per_rank)
-    val = val_batches(cfg.data, ranks)       # validation chunks (SPEC §2.2, §5.3)
+    loader = TrainLoader(cfg.data, ranks)    # BOS-aligned batches (recipe §5.2): loader.next_batch(tokens_per_rank)
+    val = val_batches(cfg.data, ranks)       # validation chunks (recipe §2.2, §5.3)
 
 Command line: `python -m jaxrun.data tokenize ...` and `python -m jaxrun.data fineweb ...` (see __main__).
 

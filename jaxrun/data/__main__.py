@@ -18,7 +18,7 @@ def _default_val_tokens() -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m jaxrun.data", description="Make token shards (SPEC §5.1).")
+    parser = argparse.ArgumentParser(prog="python -m jaxrun.data", description="Make token shards (recipe §5.1).")
     commands = parser.add_subparsers(dest="command", required=True)
 
     tok = commands.add_parser("tokenize", help="tokenize .txt / .jsonl / .jsonl.xz files into val + train shards")

@@ -1,4 +1,4 @@
-"""Training batches (SPEC §5.2) for this process's virtual ranks, prepared one step ahead on a background thread.
+"""Training batches (recipe §5.2) for this process's virtual ranks, prepared one step ahead on a background thread.
 
     loader = TrainLoader(cfg.data, local_ranks)     # e.g. range(8) on one process, range(4, 8) on process 1 of 2
     batch = loader.next_batch(tokens_per_rank)     # N changes at phase boundaries
@@ -30,7 +30,7 @@ def fill_rank_row(batch: dict[str, np.ndarray], row: int, tokens: np.ndarray, pi
     n = batch["inputs"].shape[1]
     buf = np.concatenate([tokens[s : s + k] for s, k in zip(pieces.starts.tolist(), pieces.lengths.tolist())])
     seg_lengths = pieces.lengths.copy()
-    seg_lengths[-1] -= 1  # the last piece's final token is only a target (SPEC §5.2)
+    seg_lengths[-1] -= 1  # the last piece's final token is only a target (recipe §5.2)
     batch["inputs"][row] = buf[:-1]
     batch["targets"][row] = buf[1:]
     batch["seg_ids"][row] = np.repeat(np.arange(seg_lengths.size, dtype=np.int32), seg_lengths)

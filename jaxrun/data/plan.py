@@ -1,4 +1,4 @@
-"""BOS-aligned step plans (SPEC §5.2): which document pieces fill each virtual rank's buffer of N + 1 tokens.
+"""BOS-aligned step plans (recipe §5.2): which document pieces fill each virtual rank's buffer of N + 1 tokens.
 
 For rank r = 0 .. num_ranks-1 in turn, documents are taken in shard order from their BOS; each piece runs to the next
 BOS, to max_doc_len tokens, or to the point where the buffer holds exactly N + 1 tokens, whichever comes first; the rest
@@ -133,7 +133,7 @@ class BosPlanIterator(grain.DatasetIterator):
             found = plan_ranks(index, doc, n, self.num_ranks)
             if found is not None:
                 break
-            shard, doc = shard + 1, 0  # SPEC §5.2 roll-over: partial plan dropped, rest of the shard skipped
+            shard, doc = shard + 1, 0  # recipe §5.2 roll-over: partial plan dropped, rest of the shard skipped
         else:
             raise DataError(
                 f"out of training data: the {len(self.shards)} shard(s) from {self.shards.paths[0].parent} are used up after "

@@ -1,4 +1,4 @@
-"""The token shard format of the speedrun (SPEC §5.1), byte for byte: reader, writer and header check.
+"""The token shard format of the speedrun (recipe §5.1), byte for byte: reader, writer and header check.
 
 A shard is a header of 256 little-endian int32 — [0] magic 20240520, [1] version 1, [2] token count N, the rest 0 —
 followed by N little-endian uint16 tokens. These are the files the PyTorch speedrun reads (``fineweb_val_000000.bin``,

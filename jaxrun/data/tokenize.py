@@ -35,7 +35,7 @@ from jaxrun.data.errors import DataError
 from jaxrun.data.shards import TOKEN_DTYPE, train_shard_name, val_shard_name, write_shard
 from jaxrun.data.tokenizer import gpt2_encoding
 
-DEFAULT_SHARD_TOKENS = 100_000_000  # FineWeb's shard size (SPEC §5.1)
+DEFAULT_SHARD_TOKENS = 100_000_000  # FineWeb's shard size (recipe §5.1)
 MAX_SHARD_TOKENS = 2**31 - 1  # the header stores the count as an int32
 SHARD_GLOB = "fineweb_*.bin"
 # Below this many input bytes one process encodes faster than a pool starts (each spawned worker re-imports the

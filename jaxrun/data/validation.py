@@ -1,4 +1,4 @@
-"""Validation batches (SPEC §2.2, §5.3): the first val_tokens (+1) tokens of the val shard in chunks of val_seq_len.
+"""Validation batches (recipe §2.2, §5.3): the first val_tokens (+1) tokens of the val shard in chunks of val_seq_len.
 
 Val step j, rank r gets chunk j * num_ranks + r: inputs tokens[c*L : c*L + L], targets shifted by one. Chunks are not
 BOS-aligned and not truncated: the fragment before a chunk's first BOS is a segment of its own, and every BOS inside the
