@@ -52,6 +52,10 @@ def _run(workdir, name, *, extra=(), resume=False, **opts):
     return train.train(cfg, train.RunOptions(run_dir=run_dir, resume=resume, devices=opts.pop("devices", 1), **opts)), run_dir
 
 
+def _argv(workdir, *extra):
+    return [arg for item in workdir[1] for arg in ("--set", item)] + list(extra)
+
+
 def _train_losses(run_dir):
     out = {}
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
@@ -93,8 +97,9 @@ def test_sigterm_saves_a_checkpoint_that_resumes(workdir, monkeypatch):
         return original(self, tokens_per_rank)
 
     monkeypatch.setattr(data_lib.TrainLoader, "next_batch", next_batch)
-    summary, run_dir = _run(workdir, "sigterm")
-    assert summary["stopped_at"] == 2
+    # through the command line: a signal stop exits with the requeue code (a planned --stop-at exits 0, tested below)
+    assert train.main(_argv(workdir, "--name", "sigterm")) == train.EXIT_SIGNAL == 75
+    run_dir = workdir[0] / "runs" / "sigterm"
     assert "received SIGTERM: checkpoint saved at step 2" in (run_dir / "log.txt").read_text()
     monkeypatch.setattr(data_lib.TrainLoader, "next_batch", original)
     resumed, _ = _run(workdir, "sigterm", resume=True)
@@ -228,10 +233,6 @@ def test_warm_up_runs_every_step_variant_once_and_keeps_the_state():
     assert state["params"]["w"].tolist() == [0.0, 1.0, 2.0, 3.0]  # still alive and unchanged
 
 
-def _argv(workdir, *extra):
-    return [arg for item in workdir[1] for arg in ("--set", item)] + list(extra)
-
-
 def test_finishing_is_idempotent_and_a_finished_run_resumes_to_nothing(workdir, capsys):
     """checkpoint_every dividing the step count saves the last step twice: the second save is a no-op, exit 0 with
     the done line; resuming the finished run says so, exits 0 and appends nothing."""
@@ -244,22 +245,6 @@ def test_finishing_is_idempotent_and_a_finished_run_resumes_to_nothing(workdir, 
     assert "already finished all 8 steps (final validation loss" in out and "nothing to do" in out
     after = (run_dir / "log.txt").read_text().splitlines()
     assert [x for x in after if "val_loss" in x] == [x for x in lines if "val_loss" in x]
-
-
-def test_a_signal_stop_exits_with_the_requeue_code(workdir, monkeypatch):
-    original = data_lib.TrainLoader.next_batch
-    calls = {"n": 0}
-
-    def next_batch(self, tokens_per_rank):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return original(self, tokens_per_rank)
-
-    monkeypatch.setattr(data_lib.TrainLoader, "next_batch", next_batch)
-    assert train.main(_argv(workdir, "--name", "requeue")) == train.EXIT_SIGNAL == 75
-    monkeypatch.setattr(data_lib.TrainLoader, "next_batch", original)
-    assert train.main(_argv(workdir, "--name", "stopped", "--stop-at", "2")) == train.EXIT_OK  # a planned stop: 0
 
 
 def test_a_folder_that_saved_nothing_is_reused_and_a_live_one_refused(workdir, capsys):
