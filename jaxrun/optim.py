@@ -12,8 +12,7 @@ Calling convention (recipe §3.4, §4.1), as train.py uses it:
         masters = optax.apply_updates(masters, updates)
         bf16 banks = jax.tree.map(truncate_to_bf16, masters)          # recipe §3.2 item 7
         even s: acc = accumulate(None, adam_grads)                     # Adam waits for the next step
-        odd s:  updates, adam_state = adam_tx.update(accumulate(acc, adam_grads), adam_state, adam, step=s,
-                                                     frozen=("embed",) while tied)
+        odd s:  updates, adam_state = adam_tx.update(accumulate(acc, adam_grads), adam_state, adam, step=s)
                 adam = optax.apply_updates(adam, updates)              # back to each parameter's dtype
         s == schedule.untie_step: params, adam_state = untie_embedding(params, adam_state)   # after the Adam step
 
@@ -239,9 +238,11 @@ def cautious_adam(cfg: OptimConfig, sched: ScheduleConfig) -> optax.GradientTran
 
     The caller runs it only on ODD steps s, with the fp32 SUM of the gradients of steps s-1 and s (`accumulate`), and
     step=s (its lr factor is the odd step's, recipe §3.4); the last, even step's gradient is never applied.
-    update(grads, state, params, *, step, frozen=()) returns fp32 updates to ADD (optax.apply_updates rounds p + u to
-    each parameter's dtype). Parameters named in `frozen` (a static tuple: "embed" while it is tied to lm_head) get a
-    zero update and keep their state, as in the reference, where the unused embed has no gradient and no Adam step.
+    update(grads, state, params, *, step) returns fp32 updates to ADD (optax.apply_updates rounds p + u to each
+    parameter's dtype). While the input embedding is tied to lm_head, "embed" is unused and its gradient is exactly
+    zero: its moments stay zero, so its update is zero and the cautious decay (mask u * p > 0) leaves it alone, as in
+    the reference, where it has no gradient; its step count does run on, but untie_embedding overwrites the whole
+    state with lm_head's (recipe §1.11), so nothing of it survives.
     """
 
     def init_fn(params: Params) -> CautiousAdamState:
@@ -253,21 +254,14 @@ def cautious_adam(cfg: OptimConfig, sched: ScheduleConfig) -> optax.GradientTran
             v={name: jnp.zeros(p.shape, jnp.float32) for name, p in params.items()},
         )
 
-    def update_fn(grads: Params, state: CautiousAdamState, params: Params | None = None, *, step,
-                  frozen: tuple[str, ...] = (), **extra_args):
+    def update_fn(grads: Params, state: CautiousAdamState, params: Params | None = None, *, step, **extra_args):
         del extra_args  # optax passes every transform's extra arguments to all of them
         if params is None:
             raise ValueError("cautious_adam.update needs the parameters (the cautious weight decay reads them)")
-        unknown = set(frozen) - set(grads)
-        if unknown:
-            raise KeyError(f"cautious_adam.update: frozen names {sorted(unknown)} are not Adam parameters ({sorted(grads)})")
         base_lr = cfg.adam_lr * schedule.lr_factor(step, sched)
         updates, count, m, v = {}, dict(state.count), dict(state.m), dict(state.v)
         for name, grad in grads.items():
             p = params[name].astype(jnp.float32)
-            if name in frozen:
-                updates[name] = jnp.zeros_like(p)
-                continue
             group = _adam_group(cfg, name)
             beta1, beta2 = group.betas
             g = grad.astype(jnp.float32)
