@@ -191,18 +191,21 @@ def welch_p(a: list[float], b: list[float]) -> float | None:
     return float(scipy.stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def _losses_by_step(group: Group) -> dict[int, list[float]]:
+    """step -> the finite validation losses of the group's runs that validated there."""
+    at: dict[int, list[float]] = {}
+    for run in group.runs:
+        for step, loss in zip(run.val_steps, run.val_losses):
+            if math.isfinite(loss):
+                at.setdefault(step, []).append(loss)
+    return at
+
+
 def curve_table(groups: list[Group]) -> list[dict]:
     """Per validation step that every group has: each group's losses there (mean, std, n), and for groups 2.. their
     difference from group 1 with Welch's p and whether p < FLAG_P. Runs that stopped early count at the steps they
     reached."""
-    by_group = []
-    for group in groups:
-        at: dict[int, list[float]] = {}
-        for run in group.runs:
-            for step, loss in zip(run.val_steps, run.val_losses):
-                if math.isfinite(loss):
-                    at.setdefault(step, []).append(loss)
-        by_group.append(at)
+    by_group = [_losses_by_step(group) for group in groups]
     common = sorted(set.intersection(*(set(at) for at in by_group))) if by_group else []
     rows = []
     for step in common:
@@ -330,11 +333,7 @@ def plot_groups(groups: list[Group], out_dir: Path, target: float) -> list[Path]
 
 def _spread(group: Group):
     """(steps, mean, std) of a group's validation losses at the steps where 2+ of its runs validated; None if none."""
-    at: dict[int, list[float]] = {}
-    for run in group.runs:
-        for step, loss in zip(run.val_steps, run.val_losses):
-            if math.isfinite(loss):
-                at.setdefault(step, []).append(loss)
+    at = _losses_by_step(group)
     steps = sorted(s for s, v in at.items() if len(v) > 1)
     if not steps:
         return None

@@ -120,6 +120,10 @@ def auto_backend(op: str, measured: Mapping[str, str] | None = None) -> str:
     return dict(picks).get(op, "xla")
 
 
+def _known_backends(op: str) -> list[str]:
+    return sorted(b for o, b in BACKENDS if o == op)
+
+
 def check_backends(backends) -> None:
     """Every op named once with a known backend or "auto"; ValueError naming the bad entry and the choices."""
     names = [op for op, _ in backends]
@@ -128,9 +132,9 @@ def check_backends(backends) -> None:
             raise ValueError(f"model.backends must name {op!r} exactly once, got {tuple(backends)!r}")
     for op, backend in backends:
         _check_op(op)
-        known = sorted(b for o, b in BACKENDS if o == op)
-        if backend != "auto" and backend not in known:
-            raise ValueError(f"model.backends: unknown backend {backend!r} for {op!r}; known: {', '.join(known)} or 'auto'")
+        if backend != "auto" and backend not in _known_backends(op):
+            raise ValueError(f"model.backends: unknown backend {backend!r} for {op!r}; known: "
+                             f"{', '.join(_known_backends(op))} or 'auto'")
 
 
 def resolve_backends(backends) -> dict[str, str]:
@@ -146,8 +150,7 @@ def get(op: str, backend: str, *, measured: Mapping[str, str] | None = None) -> 
         backend = auto_backend(op, measured)
     target = BACKENDS.get((op, backend))
     if target is None:
-        known = sorted(b for o, b in BACKENDS if o == op)
-        raise ValueError(f"unknown backend {backend!r} for op {op!r}; known: {', '.join(known)} or 'auto' "
+        raise ValueError(f"unknown backend {backend!r} for op {op!r}; known: {', '.join(_known_backends(op))} or 'auto' "
                          f"(set it with --set model.backends=...)")
     module_name, _, function_name = target.partition(":")
     try:

@@ -317,9 +317,7 @@ def _train_locked(cfg: Config, opts: RunOptions, wall0: float) -> dict:
         reused = check_new_run(opts.run_dir)
     cache = enable_compile_cache(cfg)
     mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[: opts.devices] if opts.devices else None)
-    num_devices = mesh.devices.size
-    is_main = jax.process_index() == 0
-    log = RunLog(opts.run_dir, enabled=is_main, append=opts.resume)
+    log = RunLog(opts.run_dir, enabled=jax.process_index() == 0, append=opts.resume)
     stop = _Stop(log)
     old_handlers = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)} if _main_thread() else {}
     try:
@@ -438,10 +436,7 @@ def _run(cfg: Config, opts: RunOptions, wall0: float, mesh, log: RunLog, stop: _
     log.metric({"event": "warm_up", "seconds": warm_s})
 
     # --- loop (recipe §4.1) --------------------------------------------------------------------------------------------
-    if stop.signal:  # a signal that arrived during the start-up in a thread without handlers: stop before training
-        log.print(f"received {stop.signal} during start-up: nothing to save; exiting")
-        return {"stopped_at": start, "signal": stop.signal, "val_losses": {}, "run_dir": str(opts.run_dir)}
-    stop.training = True
+    stop.training = True  # from here a signal stops the loop after the step in flight, with a checkpoint
     last_good_step = start if opts.resume else None
     pending = None  # (step, loss array): checked one step late so the device keeps a step in flight
     untie_at = schedule.untie_step(sched)
