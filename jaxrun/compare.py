@@ -2,14 +2,15 @@
 
     python -m jaxrun.compare runs/<name> record60                # one group per argument
     python -m jaxrun.compare 'runs/sweep*' single_gpu --reach 4.0 3.5 3.28 --json
+    python -m jaxrun.compare fp8='runs/fp8_s*' bf16='runs/bf16_s*' torch=train_gpt.log   # LABEL=... names a group
 
 Each argument is one group (jaxrun.logs.read_group: a run directory, a folder of runs, a glob, a raw PyTorch log, a CSV
 extract, or a shipped reference name; mixed freely). Per group the table gives: the number of runs, the final
 validation loss (mean ± std over finished runs) with the speedrun's one-sided t-test against the target, the training
 time, step_avg per phase of the schedule, peak memory, and when each loss level is first reached.
 
-The curve table compares the groups where runs stop early too: at every validation step that each group has (in at
-least one run), each group's mean ± std (n), its difference from the first group and Welch's t-test p of that
+The curve table compares the groups where runs stop early too: at every validation step that the first group and at
+least one other have (in at least one run each), each group's mean ± std (n), its difference from the first group and Welch's t-test p of that
 difference; steps where p < 0.01 are flagged. Plots of validation loss against step (each group's mean with a ±1 std
 band where it has 2+ runs) and against training time go to --out (runs/compare/ by default).
 """
@@ -17,6 +18,7 @@ band where it has 2+ runs) and against training time go to --out (runs/compare/ 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -202,16 +204,25 @@ def _losses_by_step(group: Group) -> dict[int, list[float]]:
 
 
 def curve_table(groups: list[Group]) -> list[dict]:
-    """Per validation step that every group has: each group's losses there (mean, std, n), and for groups 2.. their
-    difference from group 1 with Welch's p and whether p < FLAG_P. Runs that stopped early count at the steps they
-    reached."""
+    """Per validation step that the first group and at least one other have (the first group alone where it is the
+    only one): each group's losses there (mean, std, n; n = 0 where it has none), and for groups 2.. their difference
+    from group 1 with Welch's p and whether p < FLAG_P. Runs that stopped early count at the steps they reached, so
+    groups of different lengths compare over the steps they share."""
     by_group = [_losses_by_step(group) for group in groups]
-    common = sorted(set.intersection(*(set(at) for at in by_group))) if by_group else []
+    if not by_group:
+        return []
+    steps = set(by_group[0])
+    if len(by_group) > 1:
+        steps &= set.union(*(set(at) for at in by_group[1:]))
     rows = []
-    for step in common:
-        stats = [{"label": g.label, "n": len(at[step]), **_mean_std(at[step])} for g, at in zip(groups, by_group)]
+    for step in sorted(steps):
+        stats = [{"label": g.label, "n": len(at.get(step, [])), **_mean_std(at.get(step, []))}
+                 for g, at in zip(groups, by_group)]
         base = by_group[0][step]
         for st, at in zip(stats[1:], by_group[1:]):
+            if step not in at:
+                st.update(diff=None, p=None, flagged=False)
+                continue
             p = welch_p(at[step], base)
             st.update(diff=st["mean"] - stats[0]["mean"], p=p, flagged=p is not None and p < FLAG_P)
         rows.append({"step": step, "groups": stats})
@@ -230,13 +241,17 @@ def format_curve_table(rows: list[dict]) -> str:
         g0, others = row["groups"][0], row["groups"][1:]
         cells = [str(row["step"]), f"{_fmt(g0, 4)} ({g0['n']})"]
         for g in others:
+            if g["n"] == 0:  # this group did not validate at this step
+                cells += ["—", "—", "—"]
+                continue
             p = "n/a" if g["p"] is None else f"{g['p']:.3g}" + (" *" if g["flagged"] else "")
             cells += [f"{_fmt(g, 4)} ({g['n']})", f"{g['diff']:+.4f}", p]
         body.append(cells)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header] + body]
     if len(labels) > 1:
-        lines.append(f"* the difference from {labels[0]} has Welch p < {FLAG_P}; n/a: a group of one run or no spread")
+        lines.append(f"* the difference from {labels[0]} has Welch p < {FLAG_P}; n/a: a group of one run or no spread;"
+                     " —: the group did not validate at that step")
     return "\n".join(lines)
 
 
@@ -358,9 +373,9 @@ def _colours(n: int) -> list:
 def build_parser(record: Config, default_bounds: tuple[int, ...]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jaxrun.compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("groups", nargs="+", metavar="RUN_OR_LOG",
+    p.add_argument("groups", nargs="+", metavar="[LABEL=]RUN_OR_LOG",
                    help="one group each: runs/<name>, a log.txt / .txt / .csv, a folder of runs, a quoted glob, or a shipped "
-                        "reference (record60, single_gpu, record59_single_gpu_run, ...)")
+                        "reference (record60, single_gpu, record59_single_gpu_run, ...); LABEL= names the group")
     p.add_argument("--target", type=float, default=record.run.target_val_loss,
                    help="loss the t-test compares the mean final loss with (default %(default)s)")
     p.add_argument("--reach", type=float, nargs="+", metavar="LOSS",
@@ -377,6 +392,15 @@ def build_parser(record: Config, default_bounds: tuple[int, ...]) -> argparse.Ar
     return p
 
 
+def labelled_group(arg: str) -> Group:
+    """`LABEL=SOURCE` reads SOURCE and names the group LABEL in the tables and plots; a plain SOURCE is its own label.
+    LABEL is a bare name (no '/'), so a path that contains '=' still reads as a path."""
+    label, sep, source = arg.partition("=")
+    if sep and label and "/" not in label and source:
+        return dataclasses.replace(read_group(source), label=label)
+    return read_group(arg)
+
+
 def main(argv: list[str] | None = None) -> int:
     record = config_from_file(RECORD_CONFIG)
     default_bounds = phase_bounds(record.schedule)
@@ -390,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(f"--phase-bounds: {e} (the record's: {' '.join(map(str, default_bounds))})")
     try:
-        groups = [read_group(arg) for arg in args.groups]
+        groups = [labelled_group(arg) for arg in args.groups]
     except LogError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

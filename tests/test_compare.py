@@ -299,8 +299,9 @@ def _welch_by_hand(a, b):
 
 
 def test_curve_table_compares_unfinished_runs_at_their_common_steps(tmp_path):
-    """Two groups stopped at step 300 of a 1775-step schedule, a third group with a single run: per common step the
-    mean ± std (n), the difference from the first group and Welch's p, flagged below 0.01."""
+    """Two groups stopped at step 300 of a 1775-step schedule, a third group with a single run: per step the first
+    group shares with another, the mean ± std (n), the difference from the first group and Welch's p, flagged below
+    0.01; a group without that step shows n = 0 and no difference."""
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
     fp8 = {100: [3.60, 3.62, 3.61], 200: [3.20, 3.21, 3.19], 300: [3.060, 3.055, 3.065]}
@@ -312,8 +313,10 @@ def test_curve_table_compares_unfinished_runs_at_their_common_steps(tmp_path):
     single.write_text(_csv([(0, 10.83, 0), (100, 3.59, 25000), (300, 3.04, 75000)], 1775))
     groups = [read_group(str(a)), read_group(str(b)), read_group(str(single))]
     rows = compare.curve_table(groups)
-    assert [r["step"] for r in rows] == [100, 300]  # 200 is missing from the CSV, 0 from the folders
-    row300 = rows[1]
+    assert [r["step"] for r in rows] == [100, 200, 300]  # 0 is in the CSV only; 200 is missing from the CSV
+    row200 = rows[1]["groups"]
+    assert row200[2]["n"] == 0 and row200[2]["diff"] is None and row200[1]["n"] == 3
+    row300 = rows[2]
     g0, g1, g2 = row300["groups"]
     assert (g0["n"], g1["n"], g2["n"]) == (3, 3, 1)
     assert g0["mean"] == pytest.approx(3.06) and g0["std"] == pytest.approx(0.005)
@@ -327,6 +330,7 @@ def test_curve_table_compares_unfinished_runs_at_their_common_steps(tmp_path):
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
     text = compare.format_curve_table(rows)
     assert "3.0600 ± 0.0050 (3)" in text and "-0.0550" in text and " *" in text and "n/a" in text
+    assert text.splitlines()[2].split()[-3:] == ["—", "—", "—"]  # step 200: the CSV has no validation there
 
 
 def test_curve_table_mixes_a_raw_pytorch_log_a_run_folder_and_a_csv(tmp_path, capsys):
@@ -343,9 +347,22 @@ def test_curve_table_mixes_a_raw_pytorch_log_a_run_folder_and_a_csv(tmp_path, ca
     text = capsys.readouterr().out
     assert "unfinished: see the curve table" in text
     curve = json.loads((out / "compare.json").read_text())["curve"]
-    assert [r["step"] for r in curve] == [0, 5]
+    assert [r["step"] for r in curve] == [0, 5, 10]
     assert curve[1]["groups"][1]["diff"] == pytest.approx(4.4 - 4.5)
+    assert curve[2]["groups"][1]["n"] == 0 and curve[2]["groups"][2]["n"] == 1  # the jaxrun run stopped at 5
     assert (out / compare.PLOT_FILES[0]).read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_label_names_a_group_and_a_path_with_an_equals_sign_stays_a_path(tmp_path, capsys):
+    odd = tmp_path / "lr=0.1"
+    odd.mkdir()
+    (odd / "run.txt").write_text(_val_log([(0, 10.8, 0), (5, 4.4, 160)], 10))
+    plain = tmp_path / "b.txt"
+    plain.write_text(_val_log([(0, 10.8, 0), (5, 4.5, 150)], 10))
+    assert compare.labelled_group(f"fp8={plain}").label == "fp8"
+    assert compare.labelled_group(str(odd)).label == read_group(str(odd)).label  # '/' before '=': a path
+    assert compare.main([f"fp8={plain}", str(odd), "--no-plots"]) == 0
+    assert "fp8 mean ± std (n)" in capsys.readouterr().out
 
 
 def test_groups_share_no_step():
