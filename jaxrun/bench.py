@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxrun import model, ops, schedule, stepbench, train
+from jaxrun import engine, model, ops, schedule, stepbench
 from jaxrun.config import CONFIG_DIR, Config, load_config
 from jaxrun.flops import train_step_flops, visible_pairs
 
@@ -350,7 +350,7 @@ def bench_model(cfg: Config, phase: int | None = None, seed: int = 0) -> dict:
     batch = {"inputs": jnp.asarray(tokens[:-1]), "targets": jnp.asarray(tokens[1:]),
              "seg_ids": jnp.asarray(random_documents(t, cfg.data.max_doc_len, rng))}
     params = jax.jit(lambda k: model.init_params(cfg.model, k))(jax.random.key(seed))
-    dyn = train.dyn_inputs(cfg, s)
+    dyn = engine.dyn_inputs(cfg, s)
     windows = (shape.window_short, shape.window_long)
     loss_and_grads = jax.value_and_grad(
         lambda p, b, d: model.train_loss(p, b, d, cfg=cfg.model, windows=windows, tied=shape.tied))
@@ -360,7 +360,7 @@ def bench_model(cfg: Config, phase: int | None = None, seed: int = 0) -> dict:
         "phase": stepbench.phase_label(cfg, phase), "step": s, "tokens": t, "windows": list(windows), "tied": shape.tied,
         "backends": ops.resolve_backends(cfg.model.backends),
         "ms": ms, "compile_s": compile_s, "tflops": step_flops / ms * 1e-9, "flops": step_flops,
-        "peak_memory_bytes": stepbench.peak_memory_bytes(jax.local_devices()[:1]),
+        "peak_memory_bytes": engine.peak_memory_bytes(jax.local_devices()[:1]),
     }
     memory = result["peak_memory_bytes"]
     print(f"model fwd+bwd, {result['phase']} (step {s}): {t:,} tokens, windows {windows[0]}/{windows[1]}, "

@@ -3,7 +3,7 @@
     python -m jaxrun.fp8_audit --config configs/record60.py --set data.train_files=... [--resume runs/NAME] --dump DIR
     python tools/fp8_audit_torch.py DIR step101          # optional: the same tensors against torch._scaled_mm
 
-For each FP8 backend of the head (xla, triton) the loop's gradient function (`train.make_grad_fn`, the whole record
+For each FP8 backend of the head (xla, triton) the loop's gradient function (`engine.make_grad_fn`, the whole record
 model, 8 micro-batches of a real batch) is compiled with the head wrapped in a tap: the tap runs the backend's own
 forward and backward and hands the head's tensors of the first micro-batch (h, W, the FP8 operands, the logits, the
 incoming gradient, dh, dW) to the host, which writes them to DIR (with --save) for `tools/fp8_audit_torch.py` to
@@ -26,9 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrun import data as data_lib
-from jaxrun import ops, schedule, sharding, train
-from jaxrun.checkpoint import Checkpointer, abstract_like
+from jaxrun import engine, ops, schedule, sharding
+from jaxrun.checkpoint import Checkpointer
 from jaxrun.config import load_config
 
 TAP_NAMES = ("h", "w", "xq", "wq", "logits", "g", "dh", "dw")
@@ -196,35 +195,32 @@ def main() -> None:
     dump.mkdir(parents=True, exist_ok=True)
 
     cfg = load_config(args.config, args.overrides)
-    train.enable_compile_cache(cfg)  # the untapped function is the training run's: from the cache
-    data_lib.ensure_shards(cfg.data)
-    mesh = sharding.make_mesh(cfg.data.num_ranks)
-    ranks = sharding.local_ranks(mesh, cfg.data.num_ranks)
-    key = jax.random.PRNGKey(cfg.run.seed)
-    shapes = jax.eval_shape(lambda k: train.init_state(cfg, k), key)
-    shardings = train.state_shardings(shapes, mesh)
+    engine.enable_compile_cache(cfg)  # the untapped function is the training run's: from the cache
+    session = engine.setup(cfg)  # the training run's mesh, shards, loader and state layout
+    cfg, mesh, shapes = session.cfg, session.mesh, session.shapes
+    fresh_data = session.loader.get_state()
 
-    # The states to audit: (tag, state, loader state or None, step). Every one must be in the same phase (one compile).
-    states = [] if args.skip_initial else [("step0", jax.jit(lambda k: train.init_state(cfg, k), out_shardings=shardings)(key), None, 0)]
+    # The states to audit: (tag, state, loader state, step). Every one must be in the same phase (one compile).
+    states = [] if args.skip_initial else [("step0", engine.initial_state(session), fresh_data, 0)]
     for run in args.resume:
         ckpt = Checkpointer(Path(run) / "checkpoints")
-        state, data_state, meta = ckpt.restore(abstract_like(shapes, shardings))
+        state, data_state, meta = ckpt.restore(engine.abstract_state(session))
         ckpt.close()
         states.append((f"step{int(meta['step'])}", state, data_state, int(meta["step"])))
     shape = schedule.step_shape(states[0][3], cfg.schedule)
-    assert all(train.grad_key(schedule.step_shape(s[3], cfg.schedule)) == train.grad_key(shape) for s in states), \
+    assert all(engine.grad_key(schedule.step_shape(s[3], cfg.schedule)) == engine.grad_key(shape) for s in states), \
         "audit states must share one step variant (phase)"
     windows = (shape.window_short, shape.window_long)
-    resolved = ops.resolve_backends(cfg.model.backends)
+    resolved = dict(cfg.model.backends)  # resolved once by engine.setup
 
     def grad_fn(c):
-        return train.make_grad_fn(c, mesh, windows, shape.tied)(shapes["params"])
+        return engine.make_grad_fn(c, mesh, windows, shape.tied)(shapes["params"])
 
     batch_abstract = {k: jax.ShapeDtypeStruct((cfg.data.num_ranks, shape.tokens_per_rank), jnp.int32,
                                               sharding=sharding.batch_sharding(mesh)) for k in ("inputs", "targets", "seg_ids")}
     params_abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
                                    shapes["params"])
-    dyn0 = jax.tree.map(jnp.asarray, train.dyn_inputs(cfg, 0))
+    dyn0 = jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, 0))
     lowered = {"loop": grad_fn(with_backends(cfg, **resolved)).lower(params_abstract, batch_abstract, dyn0)}
     bf16_cfg = with_backends(cfg, **resolved)
     bf16_cfg = dataclasses.replace(bf16_cfg, model=dataclasses.replace(bf16_cfg.model, fp8_head=False))
@@ -256,13 +252,10 @@ def main() -> None:
 
     quant = jax.jit(lambda g: ops.quantize_fp8(g, cfg.model.fp8_scales[2], jnp.float8_e5m2))
     for tag, state, data_state, step in states:
-        loader = data_lib.TrainLoader(cfg.data, ranks, prefetch=False)
-        if data_state is not None:
-            loader.set_state(data_state)
-        local = loader.next_batch(shape.tokens_per_rank)
-        loader.close()
-        batch = sharding.put_batch(mesh, {k: local[k] for k in ("inputs", "targets", "seg_ids")}, cfg.data.num_ranks)
-        dyn = jax.tree.map(jnp.asarray, train.dyn_inputs(cfg, step))
+        session.loader.set_state(data_state)  # the batch the run's next step trains on
+        local = engine.next_batch(session, step)
+        batch = sharding.put_batch(mesh, {k: local[k] for k in engine.BATCH_KEYS}, cfg.data.num_ranks)
+        dyn = jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, step))
         params = state["params"]
         rep = dict(report, step=step)
         loss_bf16, grads_bf16 = compiled["bf16"](params, batch, dyn)
@@ -301,6 +294,7 @@ def main() -> None:
             del tapped
         del grads_bf16
         (dump / f"{tag}_report.json").write_text(json.dumps(rep, indent=1))
+    session.close()
 
 
 if __name__ == "__main__":

@@ -285,7 +285,7 @@ def accumulate(acc: Params | None, grads: Params) -> Params:
 
     Deliberate deviation, kept: the reference sums in bf16 (recipe §14.4), where adding a step's gradient to a larger
     one drops its low bits. fp32 costs one fp32 buffer of the Adam parameters (ZeRO-sharded) and no time, and only
-    removes that rounding; the micro-batch sum in train.make_grad_fn is fp32 for the same reason."""
+    removes that rounding; the micro-batch sum in engine.make_grad_fn is fp32 for the same reason."""
     if acc is None:
         return jax.tree.map(lambda g: g.astype(jnp.float32), grads)
     return jax.tree.map(lambda a, g: a + g.astype(jnp.float32), acc, grads)

@@ -2,7 +2,10 @@
 
     python -m jaxrun.bench step --config configs/record60.py [--phase 0 --phase 3] [--steps 20] [--warmup 3] [--json PATH]
 
-Compile time is measured twice through train.compile_step_functions (every variant a run compiles before its clock):
+The bench builds on the training engine (jaxrun.engine: the same setup, compiled step functions and step as
+``python -m jaxrun.train``), so what is timed is what trains.
+
+Compile time is measured twice through engine.compile_step_functions (every variant a run compiles before its clock):
 cold, into a fresh, empty persistent compilation cache, and warm, from that cache after jax.clear_caches(). While it
 is measured every executable is written to the cache (no minimum compile time), so "warm" means all of them load.
 
@@ -30,14 +33,12 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 from jax.experimental.compilation_cache import compilation_cache
 
 from jaxrun import data as data_lib
-from jaxrun import flops, ops, profiling, schedule, sharding, train
+from jaxrun import engine, flops, profiling, schedule, sharding
 from jaxrun.config import Config, ConfigError, load_config
 
-BATCH_KEYS = ("inputs", "targets", "seg_ids")
 PROFILE_STEPS = 2
 
 
@@ -49,6 +50,7 @@ class StepBenchOptions:
     devices: int | None = None  # the first N local devices (default: all)
     cold_compile: bool = True  # False: compile once, through the run's usual persistent cache
     profile_dir: str | None = None  # trace PROFILE_STEPS more steps of each phase here and summarise them
+    compare_to: str | None = None  # a training log (PyTorch speedrun or jaxrun) whose per-phase step times to set beside
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -103,7 +105,7 @@ def step_pair(cfg: Config, p: int) -> tuple[int, int]:
     untie = schedule.untie_step(sched)
     for even in range(starts[p] + starts[p] % 2, starts[p + 1] - 1, 2):
         shapes = [schedule.step_shape(s, sched) for s in (even, even + 1)]
-        if untie not in (even, even + 1) and train.grad_key(shapes[0]) == train.grad_key(shapes[1]):
+        if untie not in (even, even + 1) and engine.grad_key(shapes[0]) == engine.grad_key(shapes[1]):
             return even, even + 1
     raise ConfigError(
         f"{where}, steps {starts[p]} .. {starts[p + 1] - 1}) has no even/odd pair of steps with one gradient variant "
@@ -135,16 +137,15 @@ def fresh_compilation_cache():
             compilation_cache.reset_cache()
 
 
-def compile_cold_and_warm(cfg: Config, mesh, shapes, shardings, val_batch) -> tuple[train.StepFunctions, dict]:
+def compile_cold_and_warm(session: engine.Session) -> tuple[engine.StepFunctions, dict]:
     """(the warm-compiled step functions, {cold_s, warm_s, variants, cache_files})."""
     with fresh_compilation_cache() as cache_dir:
         jax.clear_caches()
-        cold = train.compile_step_functions(cfg, mesh, shapes, shardings, val_batch)
+        cold = engine.compile_step_functions(session)
         cache_files = sum(1 for f in cache_dir.rglob("*") if f.is_file())
         jax.clear_caches()
-        warm = train.compile_step_functions(cfg, mesh, shapes, shardings, val_batch)
-    variants = {"grad": len(warm.grad), "update": len(warm.update), "eval": len(warm.eval), "untie": 1}
-    return warm, {"cold_s": cold.seconds, "warm_s": warm.seconds, "variants": variants, "cache_files": cache_files}
+        warm = engine.compile_step_functions(session)
+    return warm, {"cold_s": cold.seconds, "warm_s": warm.seconds, "variants": warm.counts(), "cache_files": cache_files}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -152,30 +153,21 @@ def compile_cold_and_warm(cfg: Config, mesh, shapes, shardings, val_batch) -> tu
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def peak_memory_bytes(devices) -> int | None:
-    """Largest peak_bytes_in_use over the devices, or None where the backend does not report it (CPU)."""
-    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in devices]
-    peaks = [p for p in peaks if p is not None]
-    return max(peaks) if peaks else None
-
-
-def bench_phase(cfg: Config, mesh, fns: train.StepFunctions, state: dict, loader, p: int, opts: StepBenchOptions,
+def bench_phase(session: engine.Session, fns: engine.StepFunctions, state: dict, p: int, opts: StepBenchOptions,
                 peak_tflops: float | None) -> tuple[dict, dict]:
-    """(the state after the phase's steps, the phase's figures). The state is donated step by step, as in training."""
-    sched = cfg.schedule
+    """(the state after the phase's steps, the phase's figures). Each step is engine.train_step, the loop's own, on the
+    configured shards; the state is donated step by step, as in training."""
+    cfg, mesh = session.cfg, session.mesh
     pair = step_pair(cfg, p)
-    shapes = [schedule.step_shape(s, sched) for s in pair]
-    windows = (shapes[0].window_short, shapes[0].window_long)
-    grad_fn = fns.grad[train.grad_key(shapes[0])]
-    dyns = [train.dyn_inputs(cfg, s) for s in pair]
-    tokens_per_rank = shapes[0].tokens_per_rank
+    shape = schedule.step_shape(pair[0], cfg.schedule)
+    windows = (shape.window_short, shape.window_long)
+    tokens_per_rank = shape.tokens_per_rank
 
     def step(state, i):
-        local = loader.next_batch(tokens_per_rank)
-        batch = sharding.put_batch(mesh, {k: local[k] for k in BATCH_KEYS}, cfg.data.num_ranks)
-        loss, grads = grad_fn(state["params"], batch, dyns[i % 2])
-        state = fns.update[shapes[i % 2].adam](state, grads, jnp.int32(pair[i % 2]))
-        return state, loss, local["seg_ids"]
+        s = pair[i % 2]
+        batch = engine.next_batch(session, s)
+        state, loss = engine.train_step(session, fns, state, s, batch)
+        return state, loss, batch["seg_ids"]
 
     for i in range(opts.warmup):
         state, loss, _ = step(state, i)
@@ -202,7 +194,7 @@ def bench_phase(cfg: Config, mesh, fns: train.StepFunctions, state: dict, loader
         "tokens_per_rank": tokens_per_rank,
         "tokens_per_step": tokens_per_step,
         "windows": list(windows),
-        "tied": shapes[0].tied,
+        "tied": shape.tied,
         "warmup_steps": opts.warmup,
         "timed_steps": opts.steps,
         "step_ms": [1e3 * s for s in seconds],
@@ -213,7 +205,7 @@ def bench_phase(cfg: Config, mesh, fns: train.StepFunctions, state: dict, loader
         "tflops": tflops,
         "tflops_per_device": tflops / num_devices,
         "mfu": tflops / (peak_tflops * num_devices) if peak_tflops else None,
-        "peak_memory_bytes": peak_memory_bytes(mesh.local_devices),
+        "peak_memory_bytes": engine.peak_memory_bytes(mesh.local_devices),
         "train_losses": losses,
     }
     if opts.profile_dir:  # after the timed steps, so tracing never slows them
@@ -240,23 +232,13 @@ def bench_phase(cfg: Config, mesh, fns: train.StepFunctions, state: dict, loader
 def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
     """Compile (cold and warm), then time every requested phase; returns the JSON-ready result (see print_report)."""
     phases = check_options(cfg, opts)
+    reference = reference_step_ms(opts.compare_to, cfg) if opts.compare_to else None  # a bad log fails before compiling
     sharding.init_distributed()
-    try:
-        mesh = sharding.make_mesh(cfg.data.num_ranks, jax.local_devices()[: opts.devices] if opts.devices else None)
-    except ValueError as err:  # a device count that does not divide the virtual ranks
-        raise ConfigError(str(err)) from err
-    num_devices = mesh.devices.size
-    device_kind = mesh.devices.flat[0].device_kind
+    configured = dict(cfg.model.backends)
+    session = engine.setup(cfg, devices=opts.devices, announce=announce)
+    cfg, num_devices = session.cfg, session.num_devices
+    device_kind = session.mesh.devices.flat[0].device_kind
     peak = flops.peak_tflops(device_kind)
-
-    data_lib.ensure_shards(cfg.data, announce=announce)
-    ranks = sharding.local_ranks(mesh, cfg.data.num_ranks)
-    val_batch = sharding.put_batch(mesh, {k: data_lib.val_batches(cfg.data, ranks)[0][k] for k in BATCH_KEYS},
-                                   cfg.data.num_ranks)
-    key = jax.random.PRNGKey(cfg.run.seed)
-    shapes = jax.eval_shape(lambda k: train.init_state(cfg, k), key)
-    shardings = train.state_shardings(shapes, mesh)
-
     result = {
         "config": cfg.name,
         "device_kind": device_kind,
@@ -264,45 +246,72 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
         "processes": jax.process_count(),
         "jax": jax.__version__,
         "peak_tflops_per_device": peak,
-        "backends": dict(cfg.model.backends),
-        "backends_resolved": ops.resolve_backends(cfg.model.backends),
+        "backends": configured,
+        "backends_resolved": dict(cfg.model.backends),
         "options": dataclasses.asdict(opts) | {"phases": list(phases)},
     }
+    if reference is not None:  # JSON keys are strings
+        result["reference"] = {"log": opts.compare_to, "step_ms": {str(p): ms for p, ms in reference.items()},
+                               "skip_steps": REFERENCE_SKIP_STEPS}
     peak_text = f"{peak:.0f} TFLOP/s bf16 dense per device" if peak else "unknown (MFU n/a)"
     announce(f"{num_devices} x {device_kind}, peak {peak_text}; "
              f"config {cfg.name}; backends {', '.join(f'{op}={b}' for op, b in result['backends_resolved'].items())}")
-    loader = data_lib.TrainLoader(cfg.data, ranks)
     try:
         if opts.cold_compile:
             announce("compiling every step variant: cold (empty persistent cache), then warm (from it)")
-            fns, result["compile"] = compile_cold_and_warm(cfg, mesh, shapes, shardings, val_batch)
+            fns, result["compile"] = compile_cold_and_warm(session)
         else:
             announce("compiling every step variant once, through the usual persistent cache")
-            train.enable_compile_cache(cfg)
-            fns = train.compile_step_functions(cfg, mesh, shapes, shardings, val_batch)
+            engine.enable_compile_cache(cfg)
+            fns = engine.compile_step_functions(session)
             result["compile"] = {"cold_s": None, "warm_s": None, "once_s": fns.seconds, "cache_files": None,
-                                 "variants": {"grad": len(fns.grad), "update": len(fns.update), "eval": len(fns.eval),
-                                              "untie": 1}}
+                                 "variants": fns.counts()}
         announce(f"compile: {compile_summary(result['compile'])}")
-        state = jax.jit(lambda k: train.init_state(cfg, k), out_shardings=shardings)(key)
-        result["phases"] = []
-        for p in phases:
-            announce(f"{phase_label(cfg, p)}: steps {'/'.join(map(str, step_pair(cfg, p)))}, {opts.warmup} warm-up "
-                     f"+ {opts.steps} timed")
-            state, figures = bench_phase(cfg, mesh, fns, state, loader, p, opts, peak)
-            result["phases"].append(figures)
-    except Exception as err:  # noqa: BLE001 - re-raised with advice when it is an out-of-memory error
-        if train.is_oom(err):
-            raise train.OutOfMemory(train.oom_message("benchmarking the step", cfg, num_devices)) from err
-        raise
+        with engine.explained_oom("benchmarking the step", cfg, num_devices):
+            state = engine.initial_state(session)
+            result["phases"] = []
+            for p in phases:
+                announce(f"{phase_label(cfg, p)}: steps {'/'.join(map(str, step_pair(cfg, p)))}, {opts.warmup} warm-up "
+                         f"+ {opts.steps} timed")
+                state, figures = bench_phase(session, fns, state, p, opts, peak)
+                result["phases"].append(figures)
     finally:
-        loader.close()
+        session.close()
     return result
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Report and command line
 # ----------------------------------------------------------------------------------------------------------------------
+
+REFERENCE_SKIP_STEPS = 10  # a log's first steps include its own warm-up effects; GPU.md's reference figures skip them too
+
+
+def reference_step_ms(path: str, cfg: Config) -> dict:
+    """{phase index: median ms per step} of the training log at ``path`` (a PyTorch speedrun log, a jaxrun run folder or
+    log.txt; jaxrun.logs reads them), from its per-step clock lines: each step's time is the difference of two
+    consecutive readings (the clock excludes validation, recipe §6). Steps before REFERENCE_SKIP_STEPS are left out; a
+    phase the log did not reach is absent. The log must follow this config's schedule (its phase boundaries)."""
+    from jaxrun.logs import LogError, read_group
+
+    try:
+        runs = read_group(path).runs
+    except LogError as err:
+        raise ConfigError(f"--compare-to {path}: {err}") from err
+    if len(runs) != 1 or not runs[0].step_steps:
+        raise ConfigError(f"--compare-to {path}: needs one log with per-step lines (step:N/M train_time:...ms), "
+                          f"found {len(runs)} run(s)" + ("" if not runs else f", {len(runs[0].step_steps)} step lines"))
+    run = runs[0]
+    if run.total_steps != cfg.schedule.total_steps:
+        raise ConfigError(f"--compare-to {path}: its schedule has {run.total_steps} steps, config {cfg.name!r} "
+                          f"{cfg.schedule.total_steps}: phases would not line up")
+    per_phase: dict[int, list[float]] = {}
+    readings = list(zip(run.step_steps, run.step_times_ms))
+    for (s0, t0), (s1, t1) in zip(readings, readings[1:]):
+        if s1 == s0 + 1 and s0 >= REFERENCE_SKIP_STEPS:  # step s0 (0-based) ran between the two readings
+            per_phase.setdefault(schedule.phase(s0, cfg.schedule), []).append(t1 - t0)
+    return {p: statistics.median(v) for p, v in sorted(per_phase.items())}
+
 
 HEADER = (f"{'phase':10s} {'steps':>11s} {'tokens/step':>11s} {'windows':>10s} {'median ms':>10s} {'mean ms':>9s} "
           f"{'tokens/s':>11s} {'TFLOP/s':>8s} {'/device':>8s} {'MFU':>6s} {'peak MiB':>9s}")
@@ -328,9 +337,17 @@ def print_report(result: dict) -> None:
     c, v = result["compile"], result["compile"]["variants"]
     print(f"\n{result['config']} on {result['devices']} x {result['device_kind']} (jax {result['jax']}); compile "
           f"{v['grad']} grad + {v['update']} update + {v['eval']} eval + untie variants: {compile_summary(c)}")
-    print(HEADER)
+    ref = result.get("reference")
+    print(HEADER + (f" {'ref ms':>9s} {'ratio':>6s}" if ref else ""))
     for figures in result["phases"]:
-        print(format_row(figures))
+        row = format_row(figures)
+        if ref:
+            ms = ref["step_ms"].get(str(figures["phase"]))
+            row += f" {ms:9.2f} {figures['median_ms'] / ms:6.3f}" if ms else f" {'n/a':>9s} {'n/a':>6s}"
+        print(row)
+    if ref:
+        print(f"(ref: median ms per step of {ref['log']} in each phase, steps from {REFERENCE_SKIP_STEPS} on; ratio = "
+              f"jaxrun median / ref; compare only figures measured on the same GPU in one sitting)")
     print("(times per optimizer step, each synchronised; TFLOP/s over all devices (recipe §9 count); peak memory since "
           "the process started)")
 
@@ -347,6 +364,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="write the environment, compile times and per-phase figures here")
     parser.add_argument("--skip-cold", action="store_true",
                         help="compile once through the usual persistent cache instead of cold and then warm")
+    parser.add_argument("--compare-to", metavar="LOG", help="a training log of the same schedule (the PyTorch record's, "
+                        "or a jaxrun run): print its median step time per phase and jaxrun's ratio to it")
     parser.add_argument("--profile", metavar="DIR", help=f"after timing, trace {PROFILE_STEPS} more steps of each phase "
                         "into DIR/phase<N> and print where the device time goes (jaxrun.profiling)")
 
@@ -355,12 +374,13 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser, environme
     """Run the step benchmark for parsed arguments; a bad option or config exits through parser.error (status 2), a
     data or memory problem with its message (status 1)."""
     opts = StepBenchOptions(phases=tuple(args.phase) if args.phase else None, steps=args.steps, warmup=args.warmup,
-                            devices=args.devices, profile_dir=args.profile, cold_compile=not args.skip_cold)
+                            devices=args.devices, profile_dir=args.profile, cold_compile=not args.skip_cold,
+                            compare_to=args.compare_to)
     try:
         result = run_step_bench(load_config(args.config, args.overrides), opts)
     except ConfigError as err:
         parser.error(str(err))
-    except (data_lib.DataError, train.OutOfMemory) as err:
+    except (data_lib.DataError, engine.OutOfMemory) as err:
         raise SystemExit(f"error: {err}") from err
     print_report(result)
     return {"environment": environment, **result}

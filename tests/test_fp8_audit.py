@@ -1,4 +1,4 @@
-"""The FP8 LM head inside the compiled gradient function the training loop uses (jaxrun.fp8_audit taps, train.make_grad_fn).
+"""The FP8 LM head inside the compiled gradient function the training loop uses (jaxrun.fp8_audit taps, engine.make_grad_fn).
 
 GPU: the loop's gradient function on a peaked, trained-like output distribution (the incoming gradient then has a few
 large target entries among tens of thousands of tiny ones, as in training and unlike random test data); the head's
@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from jaxrun import fp8_audit, ops, sharding, train
+from jaxrun import engine, fp8_audit, ops, sharding
 from jaxrun.config import CONFIG_DIR, load_config
 
 SCALES = load_config(CONFIG_DIR / "record60.py").model.fp8_scales
@@ -40,7 +40,7 @@ def _peaked_state(cfg, seed=0):
     distribution as peaked as a trained model's (measured on CPU: 37% of the incoming gradient's entries below 1e-7 and
     24% below e5m2's smallest step, against 41% and 13% at step 101 of record60 on proxy data). 11% of the weights then
     exceed the e4m3 range and clamp; the references below use the tapped operands, so that does not matter."""
-    params = jax.jit(lambda k: train.init_state(cfg, k)["params"])(jax.random.key(seed))
+    params = jax.jit(lambda k: engine.init_state(cfg, k)["params"])(jax.random.key(seed))
     params["lm_head"] = (params["lm_head"].astype(jnp.float32) * 200).astype(jnp.bfloat16)
     return params
 
@@ -53,7 +53,7 @@ def _batch(seed=0, docs=12):
 
 
 def _tapped_grads(cfg, head_backend, params, batch, tied=True):
-    """The loop's gradient function (train.make_grad_fn) with the head and the input embedding tapped."""
+    """The loop's gradient function (engine.make_grad_fn) with the head and the input embedding tapped."""
     head_sink, embed_sink = [], []
     head = fp8_audit.tapped_head(head_backend, head_sink)
     lookup = fp8_audit.tapped_embedding_lookup(embed_sink)
@@ -64,8 +64,8 @@ def _tapped_grads(cfg, head_backend, params, batch, tied=True):
         mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:1])
         shapes = jax.eval_shape(lambda p: p, params)
         windows = (cfg.schedule.window_block_size, 3 * cfg.schedule.window_block_size)
-        fn = train.make_grad_fn(cfg, mesh, windows, tied)(shapes)
-        dyn = jax.tree.map(jnp.asarray, train.dyn_inputs(cfg, 0))
+        fn = engine.make_grad_fn(cfg, mesh, windows, tied)(shapes)
+        dyn = jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, 0))
         _, grads = fn(params, {k: jnp.asarray(v) for k, v in batch.items()}, dyn)
         jax.block_until_ready(grads)
     finally:
@@ -154,8 +154,8 @@ def test_taps_record_what_the_head_computes_on_cpu():
     grads, t, e = _tapped_grads(cfg, "xla", params, batch)
     mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:1])
     windows = (cfg.schedule.window_block_size, 3 * cfg.schedule.window_block_size)
-    plain = train.make_grad_fn(cfg, mesh, windows, True)(jax.eval_shape(lambda p: p, params))(
-        params, {k: jnp.asarray(v) for k, v in batch.items()}, jax.tree.map(jnp.asarray, train.dyn_inputs(cfg, 0)))[1]
+    plain = engine.make_grad_fn(cfg, mesh, windows, True)(jax.eval_shape(lambda p: p, params))(
+        params, {k: jnp.asarray(v) for k, v in batch.items()}, jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, 0)))[1]
     for name in ("lm_head", "qkvo", "scalars"):
         np.testing.assert_array_equal(np.asarray(grads[name]), np.asarray(plain[name]))
     xs, ws, gs = SCALES

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from jaxrun import schedule, sharding, train
+from jaxrun import engine, schedule, sharding
 from jaxrun.config import SAMPLE_CORPUS, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,9 +50,9 @@ def _small_record_config():
 def test_optimizer_state_is_really_sharded():
     cfg = _small_record_config()
     mesh = sharding.make_mesh(8)
-    shapes = jax.eval_shape(lambda k: train.init_state(cfg, k), jax.random.PRNGKey(0))
-    shardings = train.state_shardings(shapes, mesh)
-    state = jax.jit(lambda k: train.init_state(cfg, k), out_shardings=shardings)(jax.random.PRNGKey(0))
+    shapes = jax.eval_shape(lambda k: engine.init_state(cfg, k), jax.random.PRNGKey(0))
+    shardings = engine.state_shardings(shapes, mesh)
+    state = jax.jit(lambda k: engine.init_state(cfg, k), out_shardings=shardings)(jax.random.PRNGKey(0))
     for name, p in state["params"].items():
         assert p.sharding.is_fully_replicated, name
     total = per_device = 0
@@ -67,17 +67,17 @@ def test_optimizer_state_is_really_sharded():
 
 
 def _compiled_step(cfg, mesh):
-    shapes = jax.eval_shape(lambda k: train.init_state(cfg, k), jax.random.PRNGKey(0))
-    shardings = train.state_shardings(shapes, mesh)
+    shapes = jax.eval_shape(lambda k: engine.init_state(cfg, k), jax.random.PRNGKey(0))
+    shardings = engine.state_shardings(shapes, mesh)
     shape = schedule.step_shape(1, cfg.schedule)
-    params = train._replicated_abstract(shapes["params"], mesh)
+    params = engine._replicated_abstract(shapes["params"], mesh)
     batch = {k: jax.ShapeDtypeStruct((8, shape.tokens_per_rank), jnp.int32, sharding=sharding.batch_sharding(mesh))
              for k in ("inputs", "targets", "seg_ids")}
-    dyn = jax.tree.map(jnp.asarray, train.dyn_inputs(cfg, 1))
-    grad = train.make_grad_fn(cfg, mesh, (shape.window_short, shape.window_long), True)(shapes["params"])
+    dyn = jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, 1))
+    grad = engine.make_grad_fn(cfg, mesh, (shape.window_short, shape.window_long), True)(shapes["params"])
     grads_abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=s),
                                   shapes["params"], sharding.zero_shardings(shapes["params"], mesh))
-    update = train.make_update_fn(cfg, mesh, shardings, adam=True)
+    update = engine.make_update_fn(cfg, mesh, shardings, adam=True)
     from jaxrun.checkpoint import abstract_like
 
     return (grad.lower(params, batch, dyn).compile().as_text(),

@@ -167,3 +167,38 @@ def test_report_says_how_the_steps_compiled(result, capsys):
     skip_cold = {**result, "compile": {**c, "cold_s": None, "warm_s": None, "once_s": 1.5, "cache_files": None}}
     stepbench.print_report(skip_cold)  # what --skip-cold records
     assert "untie variants: 1.5 s through the usual persistent cache" in capsys.readouterr().out
+
+
+def _torch_style_log(path, total, step_ms):
+    """A PyTorch speedrun log: code and environment on top, then a step line per step with the cumulative train_time."""
+    lines, t = ["import torch  # the record's code comes first", "=" * 20, f"step:0/{total} val_loss:10.8258 train_time:0ms step_avg:0.03ms"], 0.0
+    for n in range(1, total + 1):
+        t += step_ms(n - 1)
+        lines.append(f"step:{n}/{total} train_time:{t:.0f}ms step_avg:{t / n:.2f}ms")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_compare_to_reads_a_logs_median_step_time_per_phase(tmp_path, capsys):
+    """60 scheduled steps: phases of 20 steps; the log's steps take 100 / 200 / 300 ms by phase, step 25 is an outlier
+    (the median ignores it) and the first 10 steps (warm-up effects, 999 ms) are skipped."""
+    cfg = load_config(None, ["schedule.scheduled_steps=60", "schedule.extension_steps=0",
+                             "schedule.momentum_cooldown_start=50", "schedule.momentum_cooldown_steps=10"])
+    log = tmp_path / "torch.txt"
+    _torch_style_log(log, 60, lambda s: 999.0 if s < 10 else 5000.0 if s == 25 else 100.0 * (1 + s // 20))
+    assert stepbench.reference_step_ms(str(log), cfg) == {0: 100.0, 1: 200.0, 2: 300.0}
+    short = tmp_path / "short.txt"
+    _torch_style_log(short, 30, lambda s: 100.0)
+    with pytest.raises(ConfigError, match="its schedule has 30 steps, config 'tiny' 60"):
+        stepbench.reference_step_ms(str(short), cfg)
+    result = {"config": "tiny", "devices": 1, "device_kind": "cpu", "jax": "x",
+              "compile": {"cold_s": 1.0, "warm_s": 0.5, "cache_files": 3, "variants": {"grad": 1, "update": 2, "eval": 1}},
+              "reference": {"log": str(log), "step_ms": {"0": 100.0, "1": 200.0}},
+              "phases": [{"phase": p, "label": f"phase {p + 1}", "steps": [2 * p, 2 * p + 1], "tokens_per_step": 8,
+                          "windows": [1, 2], "median_ms": m, "mean_ms": m, "tokens_per_s": 1.0, "tflops": 1.0,
+                          "tflops_per_device": 1.0, "mfu": None, "peak_memory_bytes": None}
+                         for p, m in ((0, 75.0), (2, 10.0))]}
+    stepbench.print_report(result)
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].split()[-3:] == ["ref", "ms", "ratio"]
+    assert out[3].split()[-2:] == ["100.00", "0.750"]  # phase 1: 75 ms against the log's 100
+    assert out[4].split()[-2:] == ["n/a", "n/a"]  # phase 3: the reference has none

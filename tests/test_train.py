@@ -12,7 +12,7 @@ import signal
 import pytest
 
 from jaxrun import data as data_lib
-from jaxrun import model, train
+from jaxrun import engine, model, train
 from jaxrun.config import SAMPLE_CORPUS, load_config, to_json
 from jaxrun.logs import parse_log_text
 
@@ -71,11 +71,11 @@ def _val_lines(run_dir):
 
 def test_resume_continues_bitwise(workdir):
     straight, straight_dir = _run(workdir, "straight")
-    assert straight["stopped_at"] == 8
+    assert straight.stopped_at == 8
     first, part_dir = _run(workdir, "parts", stop_at=3)
-    assert first["stopped_at"] == 3
+    assert first.stopped_at == 3
     second, _ = _run(workdir, "parts", resume=True)
-    assert second["stopped_at"] == 8
+    assert second.stopped_at == 8
     a, b = _train_losses(straight_dir), _train_losses(part_dir)
     assert sorted(a) == sorted(b) == list(range(8))
     assert all(a[s] == b[s] for s in a), (a, b)  # bitwise on CPU
@@ -83,7 +83,7 @@ def test_resume_continues_bitwise(workdir):
     va = {line.split()[0]: line.split()[1] for line in _val_lines(straight_dir)}
     vb = {line.split()[0]: line.split()[1] for line in _val_lines(part_dir)}
     assert va == vb and len(va) == 3
-    assert straight["val_losses"][0] > straight["val_losses"][8]
+    assert straight.val_losses[0] > straight.val_losses[8]
 
 
 def test_sigterm_saves_a_checkpoint_that_resumes(workdir, monkeypatch):
@@ -103,7 +103,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(workdir, monkeypatch):
     assert "received SIGTERM: checkpoint saved at step 2" in (run_dir / "log.txt").read_text()
     monkeypatch.setattr(data_lib.TrainLoader, "next_batch", original)
     resumed, _ = _run(workdir, "sigterm", resume=True)
-    assert resumed["stopped_at"] == 8
+    assert resumed.stopped_at == 8
     assert sorted(_train_losses(run_dir)) == list(range(8))
 
 
@@ -122,7 +122,7 @@ def test_running_out_of_data_saves_the_steps_done(workdir, monkeypatch):
         _run(workdir, "nodata")
     monkeypatch.setattr(data_lib.TrainLoader, "next_batch", original)
     resumed, run_dir = _run(workdir, "nodata", resume=True)  # "more data": the real loader again
-    assert resumed["stopped_at"] == 8
+    assert resumed.stopped_at == 8
     assert sorted(_train_losses(run_dir)) == list(range(8))
 
 
@@ -189,10 +189,16 @@ def test_errors_are_reported_with_advice(tmp_path, capsys, monkeypatch):
 
 def test_out_of_memory_message():
     cfg = load_config(None)
-    msg = train.oom_message("compiling", cfg, 1)
+    msg = engine.oom_message("compiling", cfg, 1)
     assert "fewer tokens per device" in msg and "seqs_per_rank" in msg
-    assert train.is_oom(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"))
-    assert not train.is_oom(RuntimeError("shape mismatch"))
+    assert engine.is_oom(RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate"))
+    assert not engine.is_oom(RuntimeError("shape mismatch"))
+    with pytest.raises(engine.OutOfMemory, match="while compiling"):
+        with engine.explained_oom("compiling", cfg, 1):
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+    with pytest.raises(ValueError, match="shape mismatch"):  # anything else passes through unchanged
+        with engine.explained_oom("compiling", cfg, 1):
+            raise ValueError("shape mismatch")
 
 
 def test_warm_up_runs_every_step_variant_once_and_keeps_the_state():
@@ -224,10 +230,12 @@ def test_warm_up_runs_every_step_variant_once_and_keeps_the_state():
             return jax.tree.map(lambda x: x + 1, state)
         return run
 
-    keys = list(dict.fromkeys(train.grad_key(s) for s in schedule.all_step_shapes(cfg.schedule)))
-    fns = train.StepFunctions(grad={k: grad_fn(k) for k in keys}, update={False: donating("update"), True: donating("update")},
-                              eval={}, untie=donating("untie"), seconds=0.0)
-    train.warm_up(fns, state, cfg, mesh, cfg.data.num_ranks)
+    keys = list(dict.fromkeys(engine.grad_key(s) for s in schedule.all_step_shapes(cfg.schedule)))
+    fns = engine.StepFunctions(grad={k: grad_fn(k) for k in keys}, update={False: donating("update"), True: donating("update")},
+                               eval={}, untie=donating("untie"), seconds=0.0)
+    session = engine.Session(cfg=cfg, mesh=mesh, ranks=list(range(cfg.data.num_ranks)), loader=None, val_batches=[],
+                             shapes={}, shardings={})  # what warm_up reads: the config, the mesh and the local ranks
+    engine.warm_up(session, fns, state)
     assert calls == [("grad", k) for k in keys] + [("update",), ("update",), ("untie",)]
     assert len(keys) == 5  # three batch sizes, window changes, the untie step: the tiny config has five
     assert state["params"]["w"].tolist() == [0.0, 1.0, 2.0, 3.0]  # still alive and unchanged
@@ -303,7 +311,7 @@ def test_sigterm_during_compilation_exits_at_once_and_leaves_the_name_free(workd
 def test_auto_backends_are_resolved_once_and_bad_names_refused(capsys):
     record = load_config(train.__file__.replace("jaxrun/train.py", "configs/record60.py"))
     assert dict(record.model.backends) == dict.fromkeys(("attention", "lm_head", "mlp", "cross_entropy"), "auto")
-    resolved = train.resolved_config(record)
+    resolved = engine.resolved_config(record)
     assert all(b != "auto" for _, b in resolved.model.backends)  # on a CPU: xla for every op
     bad = "model.backends=(('attention','trition'),('lm_head','xla'),('mlp','xla'),('cross_entropy','xla'))"
     assert train.main(["--set", bad]) == train.EXIT_USAGE

@@ -1,0 +1,399 @@
+"""The training engine: one setup and one step that the loop (jaxrun.train), the step benchmark (jaxrun.stepbench) and the
+tests share, so that what is benchmarked and tested is exactly what trains.
+
+    session = engine.setup(cfg)                      # mesh, shards, loader, validation batches, state layout, backends
+    state = engine.initial_state(session)            # or a checkpoint restored into engine.abstract_state(session)
+    fns = engine.compile_step_functions(session)     # every variant the steps need, before the clock (recipe §6)
+    engine.warm_up(session, fns, state)
+    batch = engine.next_batch(session, s)            # the host batch of step s (raises DataError, loader unmoved)
+    state, loss = engine.train_step(session, fns, state, s, batch)
+    val = engine.evaluate(session, fns, state, s)
+
+Static shapes change only at phase boundaries (batch size, windows, the embedding tie, Adam or not), so there is one
+compiled gradient function per (batch size, windows, tied) and one optimizer function per (Adam or not); learning rate,
+momentum, MTP weights and the YaRN tables are traced values (``dyn_inputs``): no recompilation.
+
+The step is split in two jitted functions: ``grad`` (shard_map over the ``data`` axis: each device scans over its 8/D
+micro-batches, then the summed gradients are reduce-scattered into the ZeRO layout, recipe §3.5–3.6) and ``update``
+(NorMuon on every step; on odd steps also Adam with the two-step gradient sum, recipe §3.4); the untie step adds a
+third (recipe §1.11).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec as P
+
+from jaxrun import data as data_lib
+from jaxrun import evaluate as evaluate_lib
+from jaxrun import model, ops, optim, schedule, sharding
+from jaxrun.checkpoint import abstract_like
+from jaxrun.config import Config, ConfigError
+
+BATCH_KEYS = ("inputs", "targets", "seg_ids")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Out of memory: one message, wherever it happens
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class OutOfMemory(RuntimeError):
+    pass
+
+
+_OOM_MARKERS = ("RESOURCE_EXHAUSTED", "out of memory", "Out of memory", "OOM")
+
+
+def is_oom(err: BaseException) -> bool:
+    return any(m in str(err) for m in _OOM_MARKERS)
+
+
+def oom_message(what: str, cfg: Config, num_devices: int) -> str:
+    tokens = max(cfg.schedule.seqs_per_rank) * cfg.schedule.seq_len * cfg.data.num_ranks // num_devices
+    return (
+        f"out of device memory while {what}. Each of the {num_devices} device(s) processes up to {tokens:,} tokens per "
+        f"step ({cfg.data.num_ranks // num_devices} micro-batch(es) of up to {max(cfg.schedule.seqs_per_rank) * cfg.schedule.seq_len:,}). "
+        f"Use more devices (the mesh spans all visible GPUs), or fewer tokens per device, e.g. "
+        f"--set schedule.seqs_per_rank=(4,8,12), or a smaller evaluation chunk (--set model.eval_token_chunk=8192)."
+    )
+
+
+@contextlib.contextmanager
+def explained_oom(what: str, cfg: Config, num_devices: int):
+    """Re-raise an XLA out-of-memory error as OutOfMemory with what to change; anything else passes through."""
+    try:
+        yield
+    except OutOfMemory:
+        raise
+    except Exception as err:  # noqa: BLE001 - only OOMs are rewritten
+        if is_oom(err):
+            raise OutOfMemory(oom_message(what, cfg, num_devices)) from err
+        raise
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# State and the step functions (pure builders of jitted functions)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def init_state(cfg: Config, key) -> dict:
+    """params (bf16/fp32 as the model stores them), fp32 Muon masters, optimizer states, Adam's 2-step accumulator."""
+    params = model.init_params(cfg.model, key)
+    muon_params, adam_params = optim.split_params(params)
+    master = optim.init_masters(muon_params)
+    return {
+        "params": params,
+        "master": master,
+        "muon": optim.normuon(cfg.optim, cfg.schedule).init(master),
+        "adam": optim.cautious_adam(cfg.optim, cfg.schedule).init(adam_params),
+        "adam_acc": jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), adam_params),
+    }
+
+
+def state_shardings(state_shapes, mesh):
+    """params replicated; everything optimizer-side ZeRO-sharded (jaxrun.sharding)."""
+    out = {k: sharding.zero_shardings(v, mesh) for k, v in state_shapes.items() if k != "params"}
+    out["params"] = jax.tree.map(lambda _: sharding.replicated(mesh), state_shapes["params"])
+    return out
+
+
+def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool):
+    """build(params_shapes) -> fn(params, batch, dyn) -> (sum of the training loss over all ranks, gradients in the
+    ZeRO layout).
+
+    Gradients are the rank average of the per-rank gradients of the SUMMED loss (recipe §2.1, §3.6): each device sums its
+    micro-batches' gradients (fp32; the reference accumulates in bf16, recipe §14.4), then a reduce-scatter sums over
+    devices and the result is divided by the number of virtual ranks.
+    """
+    num_devices = mesh.devices.size
+    num_ranks = cfg.data.num_ranks
+
+    def local(params, batch, dyn):
+        def micro(acc, b):
+            loss, g = jax.value_and_grad(model.train_loss)(params, b, dyn, cfg=cfg.model, windows=windows, tied=tied)
+            return jax.tree.map(lambda a, x: a + x.astype(jnp.float32), acc, g), loss
+
+        acc0 = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
+        acc, losses = jax.lax.scan(micro, acc0, batch)
+        grads = jax.tree.map(lambda g: g / num_ranks, sharding.reduce_scatter_sum(acc, num_devices))
+        return sharding.sum_over_devices(jnp.sum(losses), num_devices), grads
+
+    def build(params_shapes):
+        grad_specs = sharding.zero_specs(params_shapes, num_devices)
+        fn = jax.shard_map(
+            local, mesh=mesh, in_specs=(P(), P(sharding.AXIS), P()), out_specs=(P(), grad_specs), check_vma=False
+        )
+        return jax.jit(fn)
+
+    return build
+
+
+def make_update_fn(cfg: Config, mesh, shardings, adam: bool):
+    """fn(state, grads, step) -> state: NorMuon every step; Adam on odd steps with the 2-step sum (recipe §3.4)."""
+    muon_tx = optim.normuon(cfg.optim, cfg.schedule, orth_layout=sharding.matrix_split(mesh))
+    adam_tx = optim.cautious_adam(cfg.optim, cfg.schedule)
+
+    def update(state, grads, step):
+        muon_grads, adam_grads = optim.split_params(grads)
+        updates, muon_state = muon_tx.update(muon_grads, state["muon"], state["master"], step=step)
+        master = optax.apply_updates(state["master"], updates)
+        params = dict(state["params"])
+        params.update({k: optim.truncate_to_bf16(v) for k, v in master.items()})
+        acc = optim.accumulate(state["adam_acc"], adam_grads)
+        adam_state = state["adam"]
+        if adam:
+            adam_params = {k: params[k] for k in acc}
+            updates, adam_state = adam_tx.update(acc, adam_state, adam_params, step=step)
+            params.update(optax.apply_updates(adam_params, updates))
+            acc = jax.tree.map(jnp.zeros_like, acc)
+        return {"params": params, "master": master, "muon": muon_state, "adam": adam_state, "adam_acc": acc}
+
+    return jax.jit(update, in_shardings=(shardings, None, None), out_shardings=shardings, donate_argnums=(0,))
+
+
+def make_untie_fn(shardings):
+    """After the Adam update of the untie step: embed := lm_head, weights and Adam state (recipe §1.11)."""
+
+    def untie(state):
+        params, adam_state = optim.untie_embedding(state["params"], state["adam"])
+        return {**state, "params": params, "adam": adam_state}
+
+    return jax.jit(untie, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=(0,))
+
+
+def dyn_inputs(cfg: Config, s: int) -> dict:
+    """The traced schedule values of step s (recipe §1.7, §4)."""
+    freqs, attn_scale = schedule.yarn_state(s, cfg.schedule, cfg.model.head_dim, cfg.model.rope_min_freq)
+    return {
+        "rope_freqs": np.asarray(freqs, np.float32),
+        "attn_scale": np.asarray(attn_scale, np.float32),
+        "mtp_weights": np.asarray(schedule.mtp_weights(s, cfg.schedule), np.float32),
+        "step": np.asarray(s, np.int32),
+    }
+
+
+def grad_key(shape: schedule.StepShape) -> tuple:
+    """The static shape of a gradient variant: (tokens per rank, short window, long window, tied)."""
+    return (shape.tokens_per_rank, shape.window_short, shape.window_long, shape.tied)
+
+
+def eval_steps(cfg: Config) -> list[int]:
+    """The steps validated at: every run.val_every, and the last."""
+    total = cfg.schedule.total_steps
+    return sorted(set(range(0, total, cfg.run.val_every)) | {total})
+
+
+def eval_variant(cfg: Config, s: int) -> tuple[tuple[int, int], bool]:
+    """((short, long) windows, tied) of the validation at step s."""
+    total = cfg.schedule.total_steps
+    short, long = schedule.eval_windows(min(s, total - 1), cfg.schedule, final=s == total)
+    # "Validation at step s sees the weights after s optimizer steps" (recipe §4): tied until the untie step has run.
+    tied = s <= schedule.untie_step(cfg.schedule)
+    return (short, long), tied
+
+
+def resolved_config(cfg: Config) -> Config:
+    """cfg with "auto" backends replaced by the ones that will run here, decided once at the start: config.json and the
+    log record what ran, and a resumed run keeps the kernels it started with."""
+    backends = tuple(ops.resolve_backends(cfg.model.backends).items())
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backends=backends))
+
+
+def enable_compile_cache(cfg: Config) -> str | None:
+    """Point JAX's persistent compilation cache at cfg.run.compile_cache_dir (none if it is ""); returns the path."""
+    if not cfg.run.compile_cache_dir:
+        return None
+    path = os.path.expanduser(cfg.run.compile_cache_dir)
+    os.makedirs(path, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The session: everything a run sets up once
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Session:
+    """What a run sets up once, before compiling: the config with its backends resolved, the device mesh, this process's
+    virtual ranks, the training loader, the validation batches on the devices, and the state's layout."""
+
+    cfg: Config  # backends resolved (resolved_config)
+    mesh: jax.sharding.Mesh
+    ranks: list  # the virtual ranks whose rows this process feeds
+    loader: data_lib.TrainLoader
+    val_batches: list  # device batches of (num_ranks, val tokens per rank), one per validation step
+    shapes: dict  # the state's ShapeDtypeStructs (init_state under eval_shape)
+    shardings: dict  # the state's shardings (state_shardings)
+
+    @property
+    def num_devices(self) -> int:
+        return self.mesh.devices.size
+
+    def close(self) -> None:
+        self.loader.close()
+
+
+def setup(cfg: Config, devices: int | None = None, announce=print) -> Session:
+    """Resolve the backends, build the mesh over the first ``devices`` devices (default: all), make sure the shards exist
+    (tokenizing or downloading them as the config says), open the training loader and put the validation batches on
+    the devices. Multi-host JAX must already be started (sharding.init_distributed). Raises ConfigError when the
+    device count does not divide the virtual ranks, data.DataError when the shards cannot be had."""
+    cfg = resolved_config(cfg)
+    try:
+        mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:devices] if devices else None)
+    except ValueError as err:  # a device count that does not divide the virtual ranks: the user's choice to change
+        raise ConfigError(str(err)) from err
+    data_lib.ensure_shards(cfg.data, announce=announce)
+    ranks = sharding.local_ranks(mesh, cfg.data.num_ranks)
+    val_batches = [sharding.put_batch(mesh, {k: b[k] for k in BATCH_KEYS}, cfg.data.num_ranks)
+                   for b in data_lib.val_batches(cfg.data, ranks)]
+    shapes = jax.eval_shape(lambda k: init_state(cfg, k), jax.random.PRNGKey(cfg.run.seed))
+    loader = data_lib.TrainLoader(cfg.data, ranks)
+    return Session(cfg=cfg, mesh=mesh, ranks=ranks, loader=loader, val_batches=val_batches, shapes=shapes,
+                   shardings=state_shardings(shapes, mesh))
+
+
+def initial_state(session: Session) -> dict:
+    """The run's initial state (seed cfg.run.seed), laid out on the mesh."""
+    cfg = session.cfg
+    return jax.jit(lambda k: init_state(cfg, k), out_shardings=session.shardings)(jax.random.PRNGKey(cfg.run.seed))
+
+
+def abstract_state(session: Session) -> dict:
+    """ShapeDtypeStructs with shardings: what a checkpoint is restored into."""
+    return abstract_like(session.shapes, session.shardings)
+
+
+@dataclasses.dataclass
+class StepFunctions:
+    """Every compiled variant of a run: gradients by grad_key, updates by Adam-or-not, evaluation by (windows, tied)."""
+
+    grad: dict
+    update: dict
+    eval: dict
+    untie: object  # None when the steps compiled for do not include the untie step
+    seconds: float
+
+    def counts(self) -> dict:
+        return {"grad": len(self.grad), "update": len(self.update), "eval": len(self.eval), "untie": int(self.untie is not None)}
+
+
+def compile_step_functions(session: Session, steps=None, evals=None) -> StepFunctions:
+    """Lower every step variant that the training steps ``steps`` (default: the whole schedule) and the validations at
+    ``evals`` (default: the schedule's) use, then compile them concurrently (XLA compiles release the GIL; a record
+    config has ~12 variants, so this divides the untimed start-up by up to the number of cores). A run that stops early
+    (--stop-at) compiles only what its steps need; its resume compiles the rest."""
+    cfg, mesh, shapes, shardings = session.cfg, session.mesh, session.shapes, session.shardings
+    t0 = time.perf_counter()
+    params_shapes = shapes["params"]
+    params_abstract = _replicated_abstract(params_shapes, mesh)
+    dyn0 = jax.tree.map(jnp.asarray, dyn_inputs(cfg, 0))
+    steps = range(cfg.schedule.total_steps) if steps is None else steps
+    lowered = {}
+    for shape in dict.fromkeys(schedule.step_shape(s, cfg.schedule) for s in steps):
+        key = ("grad", grad_key(shape))
+        if key not in lowered:
+            fn = make_grad_fn(cfg, mesh, (shape.window_short, shape.window_long), shape.tied)(params_shapes)
+            batch = {k: jax.ShapeDtypeStruct((cfg.data.num_ranks, shape.tokens_per_rank), jnp.int32,
+                                             sharding=sharding.batch_sharding(mesh)) for k in BATCH_KEYS}
+            lowered[key] = fn.lower(params_abstract, batch, dyn0)
+        key = ("update", shape.adam)
+        if key not in lowered:
+            grads_abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=s),
+                                          params_shapes, sharding.zero_shardings(params_shapes, mesh))
+            lowered[key] = make_update_fn(cfg, mesh, shardings, shape.adam).lower(
+                abstract_like(shapes, shardings), grads_abstract, jnp.int32(0))
+    for s in eval_steps(cfg) if evals is None else evals:
+        key = ("eval", eval_variant(cfg, s))
+        if key not in lowered:
+            windows, tied = key[1]
+            lowered[key] = evaluate_lib.make_eval_fn(cfg, mesh, windows, tied).lower(params_abstract, session.val_batches[0], dyn0)
+    if schedule.untie_step(cfg.schedule) in steps:
+        lowered[("untie", None)] = make_untie_fn(shardings).lower(abstract_like(shapes, shardings))
+    with explained_oom("compiling", cfg, mesh.devices.size), ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
+        futures = {key: pool.submit(low.compile) for key, low in lowered.items()}
+        compiled = {key: f.result() for key, f in futures.items()}
+    pick = lambda kind: {k[1]: v for k, v in compiled.items() if k[0] == kind}  # noqa: E731
+    return StepFunctions(grad=pick("grad"), update=pick("update"), eval=pick("eval"),
+                         untie=compiled.get(("untie", None)), seconds=time.perf_counter() - t0)
+
+
+def _replicated_abstract(tree, mesh):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)), tree)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Running them
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def warm_up(session: Session, fns: StepFunctions, state) -> float:
+    """Run every training-step variant once on a zero batch and a copy of the state, and discard the results; returns
+    the seconds taken. recipe §6: the reference runs real steps before it starts the clock. A compiled program's first
+    run also loads its kernels and grows the device allocator: on an H100 the first timed step took 2.5 s with the
+    xla ops and 7.5 s with the triton ones, against 0.25 s for the next."""
+    cfg, mesh = session.cfg, session.mesh
+    t0 = time.perf_counter()
+    dyn = jax.tree.map(jnp.asarray, dyn_inputs(cfg, 0))
+    grads = None
+    with explained_oom("training", cfg, session.num_devices):  # a run-time OOM shows first in each variant's first run
+        for key in fns.grad:
+            zeros = np.zeros((len(session.ranks), key[0]), np.int32)
+            batch = sharding.put_batch(mesh, dict.fromkeys(BATCH_KEYS, zeros), cfg.data.num_ranks)
+            grads = None  # one set of gradients alive at a time
+            grads = fns.grad[key](state["params"], batch, dyn)[1]
+        scratch = jax.tree.map(lambda x: x.copy(), state)  # the update and untie functions donate the state they get
+        for update in fns.update.values():
+            scratch = update(scratch, grads, jnp.int32(0))
+        if fns.untie is not None:
+            scratch = fns.untie(scratch)
+        jax.block_until_ready(scratch)
+    return time.perf_counter() - t0
+
+
+def next_batch(session: Session, s: int) -> dict:
+    """Step s's batch of this process's ranks, on the host: {inputs, targets, seg_ids, ...} of (ranks, tokens per rank).
+    Raises data.DataError when the shards run out, with the loader where it was."""
+    return session.loader.next_batch(schedule.step_shape(s, session.cfg.schedule).tokens_per_rank)
+
+
+def train_step(session: Session, fns: StepFunctions, state, s: int, batch: dict):
+    """One optimizer step s (recipe §4.1): the batch onto the devices, gradients, NorMuon (+ Adam on odd steps), and at
+    the untie step the embedding copy. Returns (new state, the step's summed training loss as a device scalar); the
+    state passed in is donated. Dispatch only: nothing waits for the device."""
+    cfg = session.cfg
+    shape = schedule.step_shape(s, cfg.schedule)
+    dyn = dyn_inputs(cfg, s)
+    device_batch = sharding.put_batch(session.mesh, {k: batch[k] for k in BATCH_KEYS}, cfg.data.num_ranks)
+    loss, grads = fns.grad[grad_key(shape)](state["params"], device_batch, dyn)
+    state = fns.update[shape.adam](state, grads, jnp.int32(s))
+    if s == schedule.untie_step(cfg.schedule):
+        state = fns.untie(state)
+    return state, loss
+
+
+def evaluate(session: Session, fns: StepFunctions, state, s: int) -> float:
+    """The validation loss after s steps (recipe §2.2); the final validation keeps the last step's YaRN state."""
+    cfg = session.cfg
+    dyn = dyn_inputs(cfg, min(s, cfg.schedule.total_steps - 1))
+    return evaluate_lib.validation_loss(fns.eval[eval_variant(cfg, s)], state["params"], session.val_batches, dyn,
+                                        cfg.data.num_ranks)
+
+
+def peak_memory_bytes(devices) -> int | None:
+    """Largest peak_bytes_in_use over the devices, or None where the backend does not report it (CPU)."""
+    peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in devices]
+    peaks = [p for p in peaks if p is not None]
+    return max(peaks) if peaks else None
