@@ -142,10 +142,9 @@ def attention_shapes(cfg: Config) -> list[AttentionShape]:
     the paired layout; at the final validation the long window. Shapes are per device."""
     m, s = cfg.model, cfg.schedule
     h = m.num_heads
-    phases = [(f"phase {i + 1}", n * s.seq_len) for i, n in enumerate(s.seqs_per_rank)]
-    phases.append(("extension", s.seqs_per_rank[-1] * s.seq_len))
     shapes = []
-    for (label, t), (short, long) in zip(phases, s.window_blocks):
+    for stage in schedule.stages(s):
+        label, t, (short, long) = stage.label, stage.tokens_per_rank, stage.window_blocks
         short_w, long_w = short * s.window_block_size, long * s.window_block_size
         shapes += [
             AttentionShape(f"{label} short", t, h, short_w, 1),

@@ -58,7 +58,7 @@ def check_bounds(bounds: tuple[int, ...]) -> tuple[int, ...]:
 
 def phase_names(num_bounds: int) -> list[str]:
     """The last segment, from the last boundary to the end, is the extension (recipe §4)."""
-    return [f"phase {k + 1}" for k in range(num_bounds)] + ["extension"]
+    return [schedule.stage_label(k, num_bounds) for k in range(num_bounds + 1)]
 
 
 def clock_readings(run: LoggedRun, source: str = "auto") -> tuple[np.ndarray, np.ndarray, str]:

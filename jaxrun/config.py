@@ -112,7 +112,7 @@ class OptimConfig:
 class ScheduleConfig:
     scheduled_steps: int  # 1735: x_s = s / scheduled_steps
     extension_steps: int  # 40 more at the last phase's shapes
-    seqs_per_rank: tuple[int, ...]  # per phase (3 phases); tokens per rank = seqs * seq_len
+    seqs_per_rank: tuple[int, ...]  # per phase (the record has 3; any number); tokens per rank = seqs * seq_len
     seq_len: int  # 2048
     window_blocks: tuple[tuple[int, int], ...]  # (short, long) per phase, then the extension's
     window_block_size: int  # 128 tokens per window block
@@ -346,8 +346,12 @@ def validate(cfg: Config) -> None:
         bad = [i for i in getattr(m, name) if not 0 <= i < m.num_layers or i in m.no_attention_layers]
         if bad:
             raise ConfigError(f"model.{name} names layers without attention or out of range: {bad}")
-    if len(s.seqs_per_rank) != 3 or len(s.lr_max) != 3 or len(s.mtp_weights) != 3 or len(s.window_blocks) != 4:
-        raise ConfigError("schedule: seqs_per_rank, lr_max and mtp_weights need 3 phases, window_blocks 3 phases + extension")
+    from jaxrun import schedule  # imports config: resolved at call time
+
+    try:
+        schedule.check_lengths(s)
+    except ValueError as err:
+        raise ConfigError(f"schedule: {err}") from err
     if cfg.data.num_ranks < 1:
         raise ConfigError("data.num_ranks must be >= 1")
 

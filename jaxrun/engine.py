@@ -197,9 +197,8 @@ def eval_variant(cfg: Config, s: int) -> tuple[tuple[int, int], bool]:
     """((short, long) windows, tied) of the validation at step s."""
     total = cfg.schedule.total_steps
     short, long = schedule.eval_windows(min(s, total - 1), cfg.schedule, final=s == total)
-    # "Validation at step s sees the weights after s optimizer steps" (recipe §4): tied until the untie step has run.
-    tied = s <= schedule.untie_step(cfg.schedule)
-    return (short, long), tied
+    # "Validation at step s sees the weights after s optimizer steps" (recipe §4)
+    return (short, long), schedule.tied_at(s, cfg.schedule)
 
 
 def resolved_config(cfg: Config) -> Config:

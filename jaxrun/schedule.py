@@ -26,6 +26,67 @@ def _num_phases(cfg: ScheduleConfig) -> int:
     return len(cfg.seqs_per_rank)
 
 
+def stage_label(p: int, num_phases: int) -> str:
+    """The name of stage p of a schedule with num_phases phases: "phase 1" .. "phase n", then "extension" (recipe §4).
+    The one place the phase vocabulary is spelled; logs without a config (jaxrun.compare) use it too."""
+    if not 0 <= p <= num_phases:
+        raise ValueError(f"stage {p} is not in a schedule of {num_phases} phases (0 .. {num_phases}, the last the extension)")
+    return "extension" if p == num_phases else f"phase {p + 1}"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the schedule as one record: a phase of the scheduled steps, or the extension after them (which
+    keeps the last phase's batch, lr_max and MTP weights and has its own windows, recipe §4)."""
+
+    index: int  # 0 .. n-1 the phases, n the extension
+    label: str  # stage_label
+    first_step: int
+    end_step: int  # exclusive; the extension ends at total_steps (the final evaluation)
+    seqs_per_rank: int
+    tokens_per_rank: int
+    window_blocks: tuple[int, int]  # (short, long) in blocks of window_block_size
+    lr_max: float  # the flat learning-rate multiplier before the cooldown ([NOTE] recipe §4: it switches at x > p/n)
+    mtp_weights: tuple[float, ...]  # at the stage's start (schedule.mtp_weights has the decay inside it)
+
+
+def stages(cfg: ScheduleConfig) -> tuple[Stage, ...]:
+    """The n phases and the extension, in order; any number of phases (the record has three)."""
+    n = _num_phases(cfg)
+    starts = phase_starts(cfg)
+    edges = (*starts, cfg.total_steps)
+    out = []
+    for p in range(n + 1):
+        last = min(p, n - 1)  # the extension keeps the last phase's batch, lr_max and MTP weights
+        out.append(Stage(index=p, label=stage_label(p, n), first_step=edges[p], end_step=edges[p + 1],
+                         seqs_per_rank=cfg.seqs_per_rank[last], tokens_per_rank=cfg.seqs_per_rank[last] * cfg.seq_len,
+                         window_blocks=tuple(cfg.window_blocks[p]), lr_max=cfg.lr_max[last],
+                         mtp_weights=tuple(cfg.mtp_weights[last])))
+    return tuple(out)
+
+
+def num_stages(cfg: ScheduleConfig) -> int:
+    """Scheduled phases plus the extension."""
+    return _num_phases(cfg) + 1
+
+
+def check_lengths(cfg: ScheduleConfig) -> None:
+    """The per-phase settings must describe the same number of phases (>= 1), window_blocks one more (the extension).
+    Raises ValueError naming the lengths found."""
+    n = len(cfg.seqs_per_rank)
+    found = {"seqs_per_rank": n, "lr_max": len(cfg.lr_max), "mtp_weights": len(cfg.mtp_weights),
+             "window_blocks": len(cfg.window_blocks)}
+    if n < 1 or found["lr_max"] != n or found["mtp_weights"] != n or found["window_blocks"] != n + 1:
+        raise ValueError("seqs_per_rank, lr_max and mtp_weights need one entry per phase (at least one), window_blocks one "
+                         "per phase and one for the extension; found " + ", ".join(f"{k} {v}" for k, v in found.items()))
+
+
+def tied_at(s: int, cfg: ScheduleConfig) -> bool:
+    """Whether the input embedding is still the lm_head after s optimizer steps, i.e. during training step s and at the
+    validation after s steps: the untie happens after the optimizer step of untie_step (recipe §1.11, §4)."""
+    return s <= untie_step(cfg)
+
+
 def _first_step_where(guess: int, holds) -> int:
     """Smallest s near `guess` (exact for these monotone float conditions) with holds(s) true."""
     s = max(0, guess)
@@ -217,7 +278,7 @@ def step_shape(s: int, cfg: ScheduleConfig) -> StepShape:
         tokens_per_rank=tokens_per_rank(s, cfg),
         window_short=short * cfg.window_block_size,
         window_long=long * cfg.window_block_size,
-        tied=s <= untie_step(cfg),  # the untie happens after the optimizer step of untie_step
+        tied=tied_at(s, cfg),
         adam=s % 2 == 1,
     )
 
@@ -237,6 +298,7 @@ def all_step_shapes(cfg: ScheduleConfig) -> tuple[StepShape, ...]:
 
 
 __all__ = [
+    "Stage",
     "StepShape",
     "all_step_shapes",
     "eval_windows",
@@ -245,6 +307,11 @@ __all__ = [
     "muon_momentum",
     "phase",
     "phase_starts",
+    "stage_label",
+    "stages",
+    "num_stages",
+    "check_lengths",
+    "tied_at",
     "step_shape",
     "tokens_per_rank",
     "untie_step",

@@ -59,12 +59,12 @@ class StepBenchOptions:
 
 
 def num_phases(cfg: Config) -> int:
-    """Scheduled phases plus the extension."""
-    return len(cfg.schedule.seqs_per_rank) + 1
+    """Scheduled phases plus the extension (schedule.stages)."""
+    return schedule.num_stages(cfg.schedule)
 
 
 def phase_label(cfg: Config, p: int) -> str:
-    return "extension" if p == num_phases(cfg) - 1 else f"phase {p + 1}"
+    return schedule.stages(cfg.schedule)[p].label
 
 
 def check_options(cfg: Config, opts: StepBenchOptions) -> tuple[int, ...]:
@@ -97,18 +97,19 @@ def step_pair(cfg: Config, p: int) -> tuple[int, int]:
     untie step (recipe §1.11): alternating them runs the loop's Adam-every-other-step pattern (recipe §3.4) at the phase's
     shapes."""
     sched = cfg.schedule
-    starts = (*schedule.phase_starts(sched), sched.total_steps)  # phase n (the extension) ends with the schedule
-    where = f"--phase {p} ({phase_label(cfg, p)}"
-    if starts[p] >= starts[p + 1]:
+    stage = schedule.stages(sched)[p]
+    first, end = stage.first_step, stage.end_step
+    where = f"--phase {p} ({stage.label}"
+    if first >= end:
         raise ConfigError(f"{where}) has no training steps in config {cfg.name!r}: leave it out, or lengthen it "
                           f"(schedule.scheduled_steps, schedule.extension_steps)")
     untie = schedule.untie_step(sched)
-    for even in range(starts[p] + starts[p] % 2, starts[p + 1] - 1, 2):
+    for even in range(first + first % 2, end - 1, 2):
         shapes = [schedule.step_shape(s, sched) for s in (even, even + 1)]
         if untie not in (even, even + 1) and engine.grad_key(shapes[0]) == engine.grad_key(shapes[1]):
             return even, even + 1
     raise ConfigError(
-        f"{where}, steps {starts[p]} .. {starts[p + 1] - 1}) has no even/odd pair of steps with one gradient variant "
+        f"{where}, steps {first} .. {end - 1}) has no even/odd pair of steps with one gradient variant "
         f"outside the untie step {untie}: leave it out, or lengthen the schedule (schedule.scheduled_steps, "
         f"schedule.extension_steps)"
     )

@@ -20,11 +20,11 @@ MU_RANGE = RECORD.optim.muon_momentum_range
 # --- independent transcriptions of recipe §4 (record numbers typed in from the recipe text) -------------------------------
 
 
-def spec_lr(s, n_sched=1735, lr_max=(1.0, 1.52, 1.73), cooldown=0.5, floor=0.1):
+def spec_lr(s, n_sched=1735, lr_max=(1.0, 1.52, 1.73), cooldown=0.5, floor=0.1, phases=3):
     if s > n_sched:
         return floor
     x = s / n_sched
-    top = lr_max[0] if x <= 1 / 3 else lr_max[1] if x <= 2 / 3 else lr_max[2]
+    top = lr_max[sum(x > p / phases for p in range(1, phases))]  # lr_max[p] once x > p / n
     if x >= 1 - cooldown:
         w = (1 - x) / cooldown
         return top * w + floor * (1 - w)
@@ -235,3 +235,43 @@ def test_yarn_frequencies_are_the_references_float32_values_bit_for_bit():
     rotary cosines by one step against the reference's tables."""
     np.testing.assert_array_equal(yarn(0)[0].view(np.uint32), np.array(TORCH_BASE_BITS, np.uint32))
     np.testing.assert_array_equal(yarn(1775)[0].view(np.uint32), np.array(TORCH_FINAL_BITS, np.uint32))
+
+
+def test_stages_of_the_record():
+    cfg = REC
+    """The record's three phases and the extension as records (recipe §4), written out by hand."""
+    got = [(st.label, st.first_step, st.end_step, st.tokens_per_rank, st.window_blocks, st.lr_max, st.mtp_weights)
+           for st in S.stages(cfg)]
+    assert got == [
+        ("phase 1", 0, 579, 16_384, (1, 3), 1.0, (1.0, 0.5, 0.25)),
+        ("phase 2", 579, 1157, 32_768, (3, 7), 1.52, (1.0, 0.5)),
+        ("phase 3", 1157, 1735, 49_152, (5, 11), 1.73, (1.0,)),
+        ("extension", 1735, 1775, 49_152, (6, 13), 1.73, (1.0,)),
+    ]
+    assert S.num_stages(cfg) == 4 and [S.stage_label(p, 3) for p in range(4)] == ["phase 1", "phase 2", "phase 3", "extension"]
+    assert S.tied_at(1157, cfg) and not S.tied_at(1158, cfg)  # untied after the optimizer step of 1157
+    with pytest.raises(ValueError, match="stage 5 is not in a schedule of 3 phases"):
+        S.stage_label(5, 3)
+
+
+def test_any_number_of_phases():
+    """Two phases of 20 scheduled steps (int(2 s / 20) switches at 10), then 4 extension steps: every schedule function
+    follows the stages; a config whose per-phase lists disagree is refused at load, naming the lengths."""
+    from jaxrun.config import ConfigError
+
+    two = ["schedule.scheduled_steps=20", "schedule.extension_steps=4", "schedule.seqs_per_rank=(1, 2)",
+           "schedule.lr_max=(1.0, 1.5)", "schedule.mtp_weights=((1.0, 0.5), (1.0,))",
+           "schedule.window_blocks=((1, 2), (2, 3), (3, 4))", "schedule.momentum_cooldown_start=20",
+           "schedule.momentum_cooldown_steps=2"]
+    c = load_config(None, two).schedule
+    assert [(st.first_step, st.end_step, st.seqs_per_rank, st.window_blocks) for st in S.stages(c)] == [
+        (0, 10, 1, (1, 2)), (10, 20, 2, (2, 3)), (20, 24, 2, (3, 4))]
+    assert S.untie_step(c) == 11  # the first step of the last phase, made odd
+    assert S.window_blocks(21, c) == (3, 4) and S.tokens_per_rank(21, c) == 2 * c.seq_len
+    # lr_max switches at x > 1/2 (strictly: step 11), the cooldown runs from x >= 1 - cooldown_frac
+    assert S.lr_factor(5, c) == pytest.approx(spec_lr(5, 20, (1.0, 1.5), c.cooldown_frac, c.lr_floor, phases=2))
+    assert S.lr_factor(11, c) == pytest.approx(spec_lr(11, 20, (1.0, 1.5), c.cooldown_frac, c.lr_floor, phases=2))
+    assert S.lr_factor(10, c) == pytest.approx(spec_lr(10, 20, (1.0, 1.5), c.cooldown_frac, c.lr_floor, phases=2))
+    assert list(S.mtp_weights(0, c)) == [1.0, 0.5] and list(S.mtp_weights(15, c)) == [1.0, 0.0]
+    with pytest.raises(ConfigError, match=r"found seqs_per_rank 2, lr_max 3, mtp_weights 2, window_blocks 3"):
+        load_config(None, two + ["schedule.lr_max=(1.0, 1.5, 2.0)"])
