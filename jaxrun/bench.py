@@ -5,6 +5,7 @@
     python -m jaxrun.bench step [--config PATH] [--phase N ...]   the whole training step per phase (jaxrun.stepbench)
     python -m jaxrun.bench model [--config PATH] [--set K=V]      model forward + backward on one micro-batch
     python -m jaxrun.bench normuon [--config PATH]                NorMuon update: batched vs one matrix at a time
+    python -m jaxrun.bench project --step-json PATH [--devices 8]  the 8-GPU train time on paper (jaxrun.projection)
 
 A case is one function of one backend at one shape, with the FLOPs and bytes it must at least do and move. Its floor
 is max(FLOPs / matmul rate, bytes / copy bandwidth), the rates measured in the same run (`measure_rates`). Times are
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxrun import engine, model, ops, schedule, stepbench
+from jaxrun import engine, model, ops, projection, schedule, stepbench
 from jaxrun.config import CONFIG_DIR, Config, load_config
 from jaxrun.flops import train_step_flops, visible_pairs
 
@@ -542,12 +543,17 @@ def main(argv=None) -> None:
     normuon_parser.add_argument("--json")
     step_parser = commands.add_parser("step", help="the whole training step per phase: time, tokens/s, MFU, memory, compile")
     stepbench.add_arguments(step_parser)
+    project_parser = commands.add_parser("project", help="the D-GPU train time on paper from a one-rank `bench step` "
+                                         "and the D-device step's collectives")
+    projection.add_arguments(project_parser)
     args = parser.parse_args(argv)
 
     env = environment()
     print(", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
     if args.command == "step":
         result = stepbench.command(args, step_parser, env)
+    elif args.command == "project":
+        result = {"environment": env, **projection.command(args, project_parser)}
     elif args.command == "model":
         result = {"environment": env, **bench_model(load_config(args.config, args.overrides), args.phase)}
     elif args.command == "normuon":
