@@ -11,7 +11,7 @@ projection adds, per schedule stage:
 - communication: the collectives of the step compiled for D devices (counted from the compiled HLO on D fake CPU
   devices, in a subprocess), priced as ring collectives at the assumed bus bandwidth: reduce-scatter and all-gather move
   (D-1)/D of the full tensor per device, all-reduce twice that, all-to-all (D-1)/D of a device's data (NCCL's busbw
-  convention).
+  convention), a collective-permute (XLA's resharding) a device's whole buffer.
 Assumptions, printed with the result: the one-GPU figure runs the whole optimizer, which D GPUs split D ways (so the
 compute term is an over-estimate by (D-1)/D of the optimizer's time); jaxrun's gradient reduce-scatter starts after the
 backward and the all-gather after the update, so "no overlap" (compute + communication) is the projection and "full
@@ -34,9 +34,10 @@ from jaxrun.config import Config, ConfigError, load_config
 RECORD_TRAIN_S = 105.8  # record #60 on 8 x H100 (1775 steps)
 DEFAULT_LINK_GBPS = 360.0  # NCCL bus bandwidth of large collectives over H100 NVLink (900 GB/s bidirectional), assumed
 # fp32 gradients, bf16 weights; None: the HLO's own dtype (NorMuon's all-to-all moves the matrices it orthogonalises)
-BYTES_PER_ELEMENT = {"reduce-scatter": 4, "all-reduce": 4, "all-gather": 2, "all-to-all": None}
+BYTES_PER_ELEMENT = {"reduce-scatter": 4, "all-reduce": 4, "all-gather": 2, "all-to-all": None, "collective-permute": None}
 RING_FACTOR = {"reduce-scatter": lambda d: (d - 1) / d, "all-gather": lambda d: (d - 1) / d,
-               "all-reduce": lambda d: 2 * (d - 1) / d, "all-to-all": lambda d: (d - 1) / d}
+               "all-reduce": lambda d: 2 * (d - 1) / d, "all-to-all": lambda d: (d - 1) / d,
+               "collective-permute": lambda d: 1.0}  # each device sends its buffer to one peer
 
 
 def _elements(shape: str) -> int:
@@ -94,7 +95,7 @@ def step_collectives(cfg: Config, devices: int) -> dict:
             per_result = sum(_elements(s) for s in c["shapes"])
             full = per_result * devices if c["kind"] == "reduce-scatter" else per_result  # its result is one shard
             width = BYTES_PER_ELEMENT[c["kind"]]
-            nbytes = full * width if width else c["bytes"]  # all-to-all: a device's own data, as NCCL counts it
+            nbytes = full * width if width else c["bytes"]  # all-to-all, permute: a device's own data, as NCCL counts it
             rows.append({"kind": c["kind"], "elements": full, "bytes": nbytes})
         result[variant] = rows
     return result

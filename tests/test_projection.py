@@ -18,6 +18,7 @@ def test_ring_collectives_cost_what_nccl_counts():
     assert projection.comm_ms([{"kind": "all-reduce", "bytes": 8e9}], 8, 400.0) == pytest.approx(35.0)
     assert projection.comm_ms([{"kind": "all-gather", "bytes": 2e9}, {"kind": "all-to-all", "bytes": 1e9}], 2, 100.0) == \
         pytest.approx(1e3 * (0.5 * 2e9 + 0.5 * 1e9) / 100e9)
+    assert projection.comm_ms([{"kind": "collective-permute", "bytes": 1e9}], 8, 100.0) == pytest.approx(10.0)  # all of it
 
 
 def _bench(ms_by_phase, ranks=1):
