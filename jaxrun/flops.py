@@ -6,9 +6,12 @@ Convention: 2 FLOPs per multiply-add; backward = 2 x forward for every matmul; a
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from jaxrun.config import ModelConfig
+from jaxrun.params import TABLE
 
 # Dense bf16 tensor-core peaks (datasheet, without sparsity), by jax device_kind prefix.
 PEAK_BF16_TFLOPS = {
@@ -28,10 +31,9 @@ def peak_tflops(device_kind: str) -> float | None:
 
 
 def matmul_params(m: ModelConfig) -> int:
-    """Parameters that take part in matmuls: QKVO + MLP + head (114,130,944 for the record, recipe §1.12)."""
-    attn = len(m.attention_layers) * 4 * m.model_dim * m.model_dim
-    mlp = 2 * m.num_layers * m.mlp_hidden * m.model_dim
-    return attn + mlp + m.vocab_size * m.model_dim
+    """Parameters that take part in matmuls, the table's matmul ones: QKVO + MLP + head (114,130,944 for the record,
+    recipe §1.12)."""
+    return sum(math.prod(p.shape(m)) for p in TABLE.values() if p.matmul)
 
 
 def visible_pairs(seg_ids: np.ndarray, window: int) -> int:

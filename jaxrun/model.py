@@ -1,6 +1,7 @@
 """The record-#60 GPT (recipe §1) as a Flax linen module with flat parameter banks.
 
-Parameters are one flat dict (the optimizer and the sharding rules find the banks by name):
+Parameters are one flat dict, laid out by the parameter table (jaxrun.params, which the optimizer, the sharding rules
+and the FLOP count read too):
     qkvo (A, 4D, D), fc (L, F, D), proj (L, F, D), lm_head (V, D), embed (V, D), ve (num_value_embeds, V, D),
     attn_gate_bank (A, H, gate_dim), ve_gate_bank (len(value_embed_layers), H, gate_dim), smear_gate (1, gate_dim),
     skip_gate (1, gate_dim): bf16;  x0_lambdas (L,), scalars (num_scalars,): fp32.
@@ -9,7 +10,8 @@ ModelConfig.value_embed_layers).
 
 One call runs ONE packed sequence (T tokens, documents marked by seg_ids); the train loop scans over micro-batches and
 devices. ``dyn`` carries the traced schedule values: rope_freqs (head_dim // 4,) f32 (the rotating frequencies after
-YaRN), attn_scale () f32, mtp_weights (K,) f32. ``windows`` = (short, long) in tokens and ``tied`` are static.
+YaRN), attn_scale () f32, mtp_weights (K,) f32. ``windows`` = (short, long) in tokens and ``tied`` are static. The
+heavy ops come in as an ``ops.Kernels`` (``kernels=``), resolved once before tracing.
 
 Precision (recipe §1.13, §14.1): bf16 activations and matmuls (fp32 accumulation); norms in fp32; every fuse-able
 pointwise chain (rotary, lambdas, smear, gates, value embeddings, skip, backout) computed in fp32 and rounded once.
@@ -27,99 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrun import ops
-from jaxrun.config import ModelConfig
-from jaxrun.optim import MUON_PARAMS
+from jaxrun.config import ModelConfig, OptimConfig
+from jaxrun.params import TABLE, ScalarLayout, group, shapes as param_shapes
 
 BF16 = jnp.bfloat16
 F32 = jnp.float32
 
-MATMUL_PARAMS = ("qkvo", "fc", "proj", "lm_head")  # the weights of the FLOP count (recipe §1.12, §9)
-
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Parameters (recipe §1.3)
+# Configuration checks
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-class ScalarLayout:
-    """Positions in ``scalars`` (recipe §1.3): resid_lambda[0:L], (lambda_in, lambda_out) pairs [L:3L], then smear,
-    backout and skip lambdas; the rest is padding that is never read."""
-
-    def __init__(self, num_layers: int):
-        self.num_layers = num_layers
-        self.smear = 3 * num_layers
-        self.backout = 3 * num_layers + 1
-        self.skip = 3 * num_layers + 2
-
-    def resid(self, layer: int) -> int:
-        return layer
-
-    def sa_in(self, layer: int) -> int:
-        return self.num_layers + 2 * layer
-
-    def sa_out(self, layer: int) -> int:
-        return self.num_layers + 2 * layer + 1
-
-
-def initial_scalars(cfg: ModelConfig) -> np.ndarray:
-    lay = ScalarLayout(cfg.num_layers)
-    values = np.full(cfg.num_scalars, cfg.init_scalar_pad, np.float32)
-    for i in range(cfg.num_layers):
-        values[lay.resid(i)] = cfg.init_resid_lambda
-        values[lay.sa_in(i)], values[lay.sa_out(i)] = cfg.init_sa_lambda
-    values[lay.smear] = cfg.init_smear_lambda
-    values[lay.backout] = cfg.init_backout_lambda
-    values[lay.skip] = cfg.init_skip_lambda
-    return values
-
-
-def _uniform(bound: float):
-    return lambda key, shape, dtype: jax.random.uniform(key, shape, F32, -bound, bound).astype(dtype)
-
-
-def _normal(std: float):
-    return lambda key, shape, dtype: (std * jax.random.normal(key, shape, F32)).astype(dtype)
-
-
-def _zeros(key, shape, dtype):
-    return jnp.zeros(shape, dtype)
-
-
-def _qkvo_init(bound: float, model_dim: int):
-    """Q, K, V rows U(-bound, bound); O rows zero, so every attention block outputs 0 at init."""
-
-    def init(key, shape, dtype):
-        qkv = jax.random.uniform(key, shape[:-2] + (3 * model_dim, shape[-1]), F32, -bound, bound)
-        return jnp.concatenate([qkv, jnp.zeros(shape[:-2] + (model_dim, shape[-1]), F32)], axis=-2).astype(dtype)
-
-    return init
-
-
-def _param_specs(cfg: ModelConfig) -> dict[str, tuple[Callable, tuple[int, ...], jnp.dtype]]:
-    """name -> (init(key, shape, dtype), shape, dtype): the one table of parameter shapes and initialisations."""
-    D, V, F, H, G, L = cfg.model_dim, cfg.vocab_size, cfg.mlp_hidden, cfg.num_heads, cfg.gate_dim, cfg.num_layers
-    A = len(cfg.attention_layers)
-    scalars = initial_scalars(cfg)
-    return {
-        "qkvo": (_qkvo_init(cfg.init_attn_bound, D), (A, 4 * D, D), BF16),
-        "fc": (_uniform(cfg.init_fc_bound), (L, F, D), BF16),
-        "proj": (_zeros, (L, F, D), BF16),
-        "lm_head": (_normal(cfg.init_lm_head_std), (V, D), BF16),
-        # embed is overwritten by a copy of lm_head at the untie step and unused before (recipe §1.3, §1.11); initialised
-        # like lm_head so an untied model from scratch is sensible too.
-        "embed": (_normal(cfg.init_lm_head_std), (V, D), BF16),
-        "ve": (_zeros, (cfg.num_value_embeds, V, D), BF16),
-        "attn_gate_bank": (_zeros, (A, H, G), BF16),
-        "ve_gate_bank": (_zeros, (len(cfg.value_embed_layers), H, G), BF16),
-        "smear_gate": (_zeros, (1, G), BF16),
-        "skip_gate": (_zeros, (1, G), BF16),
-        "x0_lambdas": (_zeros, (L,), F32),
-        "scalars": (lambda key, shape, dtype: jnp.asarray(scalars, dtype), scalars.shape, F32),
-    }
-
-
-def param_shapes(cfg: ModelConfig) -> dict[str, jax.ShapeDtypeStruct]:
-    return {name: jax.ShapeDtypeStruct(shape, dtype) for name, (_, shape, dtype) in _param_specs(cfg).items()}
 
 
 def check_config(cfg: ModelConfig) -> None:
@@ -254,10 +173,14 @@ def scale_weight(w, lam):
 
 class GPT(nn.Module):
     cfg: ModelConfig
+    # None: built from cfg.backends on each apply (kept while callers move to passing kernels=; it resolves "auto"
+    # during tracing, which passing the Kernels avoids).
+    kernels: ops.Kernels | None = None
 
     def setup(self):
-        self.p = {name: self.param(name, init, shape, dtype)
-                  for name, (init, shape, dtype) in _param_specs(self.cfg).items()}
+        self.p = {name: self.param(name, p.init(self.cfg), p.shape(self.cfg), p.dtype)
+                  for name, p in TABLE.items()}  # in table order: the order fixes the random values
+        self.ops = self.kernels if self.kernels is not None else ops.kernels(self.cfg.backends)
 
     def param_dict(self):
         return dict(self.p)
@@ -268,7 +191,7 @@ class GPT(nn.Module):
         lay = ScalarLayout(cfg.num_layers)
         scalars, x0_lambdas = p["scalars"], p["x0_lambdas"]
         tokens, seg_ids = batch["inputs"], batch["seg_ids"]
-        mlp = ops.get("mlp", cfg.backend("mlp"))
+        mlp = self.ops.mlp
 
         # tied: the head is the input embedding (recipe §1.11)
         e = ops.embedding_lookup(p["lm_head"] if tied else p["embed"], tokens)
@@ -310,7 +233,7 @@ class GPT(nn.Module):
         if ve_slot is not None:
             ve_rows = value_embeds[cfg.value_embed_layers[ve_slot][1]].reshape(seq_len, H, d)
             v = add_value_embed(v, u, p["ve_gate_bank"][ve_slot], ve_rows)
-        attention = ops.get("attention", cfg.backend("attention"))
+        attention = self.ops.attention
         freqs, scale = dyn["rope_freqs"], dyn["attn_scale"]
         if layer in cfg.paired_layers:
             # 2T interleaved rows, each token's two rows in its segment; window in rows, not doubled (recipe §1.6.5).
@@ -330,8 +253,7 @@ class GPT(nn.Module):
         """SUM over rows of the soft-capped MTP cross entropy (recipe §2.1), FP8 head if cfg.fp8_head."""
         cfg = self.cfg
         h = self.hidden(batch, dyn, windows, tied)
-        head = ops.get("lm_head", cfg.backend("lm_head"))
-        cross_entropy = ops.get("cross_entropy", cfg.backend("cross_entropy"))
+        head, cross_entropy = self.ops.lm_head, self.ops.cross_entropy
         logits = head(h, self.p["lm_head"], fp8=cfg.fp8_head, scales=cfg.fp8_scales)
         return jnp.sum(cross_entropy(logits, batch["targets"], dyn["mtp_weights"], softcap=cfg.softcap))
 
@@ -340,8 +262,8 @@ class GPT(nn.Module):
         cfg = self.cfg
         h = self.hidden(batch, dyn, windows, tied)
         next_token_only = jnp.zeros(dyn["mtp_weights"].shape, F32).at[0].set(1.0)  # MTP weights ignored
-        head = functools.partial(ops.get("lm_head", cfg.backend("lm_head")), fp8=False, scales=cfg.fp8_scales)
-        cross_entropy = ops.get("cross_entropy", cfg.backend("cross_entropy"))
+        head = functools.partial(self.ops.lm_head, fp8=False, scales=cfg.fp8_scales)
+        cross_entropy = self.ops.cross_entropy
         return ops.eval_loss(
             h, self.p["lm_head"], batch["targets"], chunk=cfg.eval_token_chunk, head=head,
             cross_entropy=lambda logits, targets: cross_entropy(logits, targets, next_token_only, softcap=cfg.softcap),
@@ -359,16 +281,20 @@ def init_params(cfg: ModelConfig, key) -> dict[str, jax.Array]:
     return dict(GPT(cfg).init({"params": key}, method=GPT.param_dict)["params"])
 
 
-def train_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int], tied: bool):
-    """f32 scalar: the SUM of the row losses of one packed sequence (recipe §2.1; the caller divides if it must)."""
+def train_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int], tied: bool,
+               kernels: ops.Kernels | None = None):
+    """f32 scalar: the SUM of the row losses of one packed sequence (recipe §2.1; the caller divides if it must).
+    kernels: the op functions (ops.kernels(cfg.backends), built once by the caller); None builds them from
+    cfg.backends at every trace."""
     _check_call(params, batch, dyn, cfg, windows)
-    return GPT(cfg).apply({"params": params}, batch, dyn, tuple(windows), tied, method=GPT.train_loss)
+    return GPT(cfg, kernels).apply({"params": params}, batch, dyn, tuple(windows), tied, method=GPT.train_loss)
 
 
-def eval_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int], tied: bool):
-    """f32 scalar: the mean next-token CE over the sequence, bf16 head, chunked (recipe §2.2)."""
+def eval_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int], tied: bool,
+              kernels: ops.Kernels | None = None):
+    """f32 scalar: the mean next-token CE over the sequence, bf16 head, chunked (recipe §2.2); kernels as train_loss."""
     _check_call(params, batch, dyn, cfg, windows)
-    return GPT(cfg).apply({"params": params}, batch, dyn, tuple(windows), tied, method=GPT.eval_loss)
+    return GPT(cfg, kernels).apply({"params": params}, batch, dyn, tuple(windows), tied, method=GPT.eval_loss)
 
 
 def _check_call(params, batch, dyn, cfg: ModelConfig, windows) -> None:
@@ -402,8 +328,8 @@ def _check_call(params, batch, dyn, cfg: ModelConfig, windows) -> None:
 
 
 def param_table(params, cfg: ModelConfig):
-    """Rows (name, shape, dtype, optimizer group) and totals {'stored', 'matmul', 'bytes'}, for --dry-run. ``params``
-    may be arrays or shapes (jax.ShapeDtypeStruct); they must be the config's."""
+    """Rows (name, shape, dtype, optimizer) in table order and totals {'stored', 'matmul', 'bytes'}, for --dry-run.
+    ``params`` may be arrays or shapes (jax.ShapeDtypeStruct); they must be the config's."""
     expected = param_shapes(cfg)
     if set(params) != set(expected):
         raise ValueError(f"param_table: parameter names {sorted(params)} are not the config's {sorted(expected)}")
@@ -413,34 +339,39 @@ def param_table(params, cfg: ModelConfig):
         if (shape, dtype) != (spec.shape, spec.dtype):
             raise ValueError(f"param_table: {name} is {dtype.name}{shape}, the config makes {spec.dtype.name}{spec.shape}")
         count = math.prod(shape)
-        rows.append((name, shape, dtype.name, "NorMuon" if name in MUON_PARAMS else "Adam"))
+        rows.append((name, shape, dtype.name, TABLE[name].optimizer))
         totals["stored"] += count
         totals["bytes"] += count * dtype.itemsize
-        if name in MATMUL_PARAMS:
+        if TABLE[name].matmul:
             totals["matmul"] += count
     return rows, totals
 
 
-def print_param_table(cfg: ModelConfig) -> None:
-    """The parameter table of a config, from jax.eval_shape (nothing is materialised: instant for the record)."""
+def print_param_table(cfg: ModelConfig, optim: OptimConfig | None = None) -> None:
+    """The parameter table of a config, from jax.eval_shape of the model's init (nothing is materialised: instant for
+    the record), with each parameter's flags and, given the OptimConfig, its lr/wd multipliers and Adam betas."""
     shapes = jax.eval_shape(functools.partial(init_params, cfg), jax.random.key(0))
     rows, totals = param_table(shapes, cfg)
-    print(f"{'parameter':<16}{'shape':<22}{'dtype':<10}{'optimizer':<10}{'count':>14}")
-    for name, shape, dtype, group in rows:
-        print(f"{name:<16}{str(shape):<22}{dtype:<10}{group:<10}{math.prod(shape):>14,}")
+    head = f"{'parameter':<16}{'shape':<22}{'dtype':<10}{'optimizer':<10}{'count':>14}  {'zero axes':<11}{'flags':<22}"
+    print((head + (f"{'lr_mul':>8}{'wd_mul':>8}  betas" if optim else "")).rstrip())
+    for name, shape, dtype, optimizer in rows:
+        p = TABLE[name]
+        flags = ",".join(flag for flag in ("matmul", "square_blocks", "split_product") if getattr(p, flag)) or "-"
+        line = (f"{name:<16}{str(shape):<22}{dtype:<10}{optimizer:<10}{math.prod(shape):>14,}  "
+                f"{','.join(map(str, p.zero_axes)):<11}{flags:<22}")
+        if optim:
+            g = group(name, optim)
+            line += f"{g.lr_mul:>8g}{g.wd_mul:>8g}  {g.betas or '-'}"
+        print(line.rstrip())
     print(f"total stored {totals['stored']:,} parameters ({totals['bytes'] / 2**20:,.1f} MiB); "
           f"in matmuls {totals['matmul']:,}")
 
 
 __all__ = [
     "GPT",
-    "MATMUL_PARAMS",
-    "ScalarLayout",
     "check_config",
-    "initial_scalars",
     "eval_loss",
     "init_params",
-    "param_shapes",
     "param_table",
     "print_param_table",
     "train_loss",

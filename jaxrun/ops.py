@@ -3,8 +3,8 @@
 Every op has an ``xla`` implementation here, written in plain JAX from the recipe (docs/recipe.md): it is the reference that the kernel tests
 trust and what CPU runs use. GPU backends (jax-triton kernels in ``jaxrun.kernels``, cuDNN attention) implement the
 same signatures and are listed in ``BACKENDS`` as "module:function" strings, imported on first use, so importing this
-module never imports jax_triton. The config picks a backend per op (``ModelConfig.backends``); the model calls
-``get(op, cfg.backend(op))``.
+module never imports jax_triton. The config picks a backend per op (``ModelConfig.backends``); ``kernels(backends)``
+resolves "auto" and imports the four functions once, before tracing, and the model calls the ``Kernels`` it is given.
 
 Signatures (every backend keeps them exactly):
     attention(q, k, v, seg_ids, scale, *, window) -> out               (T, H, d) bf16, recipe §1.5-1.6, §5.4
@@ -16,12 +16,13 @@ Signatures (every backend keeps them exactly):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 import json
 import os
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
@@ -124,22 +125,29 @@ def _known_backends(op: str) -> list[str]:
     return sorted(b for o, b in BACKENDS if o == op)
 
 
-def check_backends(backends) -> None:
-    """Every op named once with a known backend or "auto"; ValueError naming the bad entry and the choices."""
+def _check_ops_named_once(backends) -> None:
     names = [op for op, _ in backends]
     for op in OPS:
         if names.count(op) != 1:
             raise ValueError(f"model.backends must name {op!r} exactly once, got {tuple(backends)!r}")
-    for op, backend in backends:
+    for op in names:
         _check_op(op)
+
+
+def check_backends(backends) -> None:
+    """Every op named once with a known backend or "auto"; ValueError naming the bad entry and the choices."""
+    _check_ops_named_once(backends)
+    for op, backend in backends:
         if backend != "auto" and backend not in _known_backends(op):
             raise ValueError(f"model.backends: unknown backend {backend!r} for {op!r}; known: "
                              f"{', '.join(_known_backends(op))} or 'auto'")
 
 
-def resolve_backends(backends) -> dict[str, str]:
-    """op -> the backend that runs, for (op, backend) pairs such as ModelConfig.backends ("auto" resolved here)."""
-    measured = measured_backends() if any(b == "auto" for _, b in backends) else {}  # the tables are read once
+def resolve_backends(backends, *, measured: Mapping[str, str] | None = None) -> dict[str, str]:
+    """op -> the backend that runs, for (op, backend) pairs such as ModelConfig.backends ("auto" resolved here, from
+    ``measured`` or else the tables of `measured_backends`)."""
+    if measured is None:
+        measured = measured_backends() if any(b == "auto" for _, b in backends) else {}  # the tables are read once
     return {op: auto_backend(op, measured) if b == "auto" else b for op, b in backends}
 
 
@@ -162,6 +170,32 @@ def get(op: str, backend: str, *, measured: Mapping[str, str] | None = None) -> 
             f"GPU backends need a GPU with jax-triton installed; on CPU use 'xla' "
             f"(--set \"model.backends=(('attention','xla'),('lm_head','xla'),('mlp','xla'),('cross_entropy','xla'))\")."
         ) from err
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernels:
+    """The four op functions the model calls, with the backends they are (``backends``: (op, name) pairs in OPS order,
+    "auto" already resolved). Frozen and hashable; ``dataclasses.replace(k, lm_head=f)`` swaps one op."""
+
+    attention: Callable
+    lm_head: Callable
+    mlp: Callable
+    cross_entropy: Callable
+    backends: tuple[tuple[str, str], ...]
+
+    def backend(self, op: str) -> str:
+        return dict(self.backends)[op]
+
+
+def kernels(backends: Mapping[str, str] | Iterable[tuple[str, str]], *,
+            measured: Mapping[str, str] | None = None) -> Kernels:
+    """The Kernels of an {op: backend} dict or (op, backend) pairs such as ModelConfig.backends: each op named once,
+    "auto" resolved once (``measured`` or the tables of `measured_backends`), each function imported now (ValueError
+    naming the known backends for an unknown one, BackendUnavailableError for one that cannot run here)."""
+    pairs = tuple(backends.items()) if isinstance(backends, Mapping) else tuple(tuple(pair) for pair in backends)
+    _check_ops_named_once(pairs)
+    resolved = resolve_backends(pairs, measured=measured)  # once, here: never per op nor per trace
+    return Kernels(**{op: get(op, resolved[op]) for op in OPS}, backends=tuple((op, resolved[op]) for op in OPS))
 
 
 def _check_op(op: str) -> None:
@@ -527,11 +561,13 @@ __all__ = [
     "BACKENDS",
     "OPS",
     "BackendUnavailableError",
+    "Kernels",
     "attention_xla",
     "auto_backend",
     "cross_entropy_xla",
     "eval_loss",
     "get",
+    "kernels",
     "lm_head_xla",
     "mlp_xla",
     "softcap_logits",

@@ -2,7 +2,7 @@
 
 Calling convention (recipe §3.4, §4.1), as train.py uses it:
 
-    muon, adam = split_params(params)                  # by name, the one place the split lives
+    muon, adam = split_params(params)                  # by jaxrun.params' table, the one place the split lives
     masters = init_masters(muon)                       # fp32 masters of the bf16 banks, exactly equal at init
     muon_tx, adam_tx = normuon(cfg.optim, cfg.schedule), cautious_adam(cfg.optim, cfg.schedule)
     muon_state, adam_state = muon_tx.init(masters), adam_tx.init(adam)
@@ -32,22 +32,16 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from jaxrun import params as param_table
 from jaxrun import schedule
 from jaxrun.config import ModelConfig, OptimConfig, ScheduleConfig
-
-MUON_PARAMS = ("qkvo", "fc", "proj")
-# Banks whose rows are orthogonalised and row-normalised as separate square (cols x cols) blocks: the Q, K, V and O
-# blocks of an attention matrix (recipe §3.2 item 2). Other banks are orthogonalised whole.
-SQUARE_BLOCK_BANKS = ("qkvo",)
-# The reference's NorMuon splits Polar Express's X <- aX + BX into two bf16 ops for its "mlp" group (B X, rounded,
-# then + aX, rounded: recipe §3.2, its split_baddbmm) and fuses it into one rounding for attention; reproduced.
-SPLIT_PRODUCT_BANKS = ("fc", "proj")
+from jaxrun.params import MUON_PARAMS, TABLE
 
 Params = dict[str, jax.Array]
 
 
 def split_params(params: Params) -> tuple[Params, Params]:
-    """(NorMuon banks, Adam parameters) of a flat parameter (or gradient) dict, by name (recipe §3.1)."""
+    """(NorMuon banks, Adam parameters) of a flat parameter (or gradient) dict, by the table's optimizer (recipe §3.1)."""
     missing = [name for name in MUON_PARAMS if name not in params]
     if missing:
         raise KeyError(f"split_params: the NorMuon banks {missing} are missing from the parameter dict "
@@ -85,7 +79,7 @@ def polar_express_iterate(x: jax.Array, a: float, b: float, c: float, *, split_p
     """One Polar Express step on wide bf16 matrices (..., r, c<=...): A = X Xᵀ; B = bA + cA²; X = aX + BX.
     Each product has bf16 operands and fp32 accumulation and is rounded to bf16 once, after its fused epilogue, as
     the reference's Triton kernels and baddbmm do (recipe §7.3). split_product: BX is rounded to bf16 before aX is
-    added and the sum rounded again, as the reference does for the MLP matrices (SPLIT_PRODUCT_BANKS)."""
+    added and the sum rounded again, as the reference does for the MLP matrices (the table's split_product flag)."""
     gram = _matmul_f32(x, x.swapaxes(-1, -2)).astype(jnp.bfloat16)
     poly = (b * gram.astype(jnp.float32) + c * _matmul_f32(gram, gram)).astype(jnp.bfloat16)
     bx = _matmul_f32(poly, x)
@@ -140,24 +134,22 @@ class NorMuonState(NamedTuple):
 
 
 def _check_bank(name: str, shape: tuple[int, ...], cfg: OptimConfig) -> None:
-    lr_muls = dict(cfg.muon_lr_muls)
-    if name not in lr_muls:
-        raise KeyError(f"normuon: no lr_mul for bank {name!r}; OptimConfig.muon_lr_muls covers {sorted(lr_muls)} "
-                       f"(pass only the NorMuon banks, see split_params)")
+    param_table.muon_lr_mul(name, cfg)  # a NorMuon bank with an lr_mul, or KeyError
     if len(shape) != 3:
         raise ValueError(f"normuon: bank {name!r} must be a stack (n, rows, cols) of matrices, got shape {shape}")
     _, rows, cols = shape
     if rows < cols:
         raise ValueError(f"normuon: bank {name!r} has stored matrices {rows}x{cols}; the row normalisation "
                          f"(recipe §3.2 item 4) is written for rows >= cols")
-    if name in SQUARE_BLOCK_BANKS and rows % cols:
+    if TABLE[name].square_blocks and rows % cols:
         raise ValueError(f"normuon: bank {name!r} ({rows}x{cols}) must split into square {cols}x{cols} blocks")
 
 
 def _as_blocks(name: str, x: jax.Array, cols: int) -> jax.Array:
-    """(n, rows, k) -> the batch of matrices that are orthogonalised and normalised separately: for square-block banks,
-    (n * rows / cols, cols, k), where cols is the bank's column count (k = cols for updates, 1 for the row variance)."""
-    return x.reshape(-1, cols, x.shape[-1]) if name in SQUARE_BLOCK_BANKS else x
+    """(n, rows, k) -> the batch of matrices that are orthogonalised and normalised separately: for square-block banks
+    (the Q, K, V and O blocks of an attention matrix, recipe §3.2 item 2), (n * rows / cols, cols, k), where cols is the
+    bank's column count (k = cols for updates, 1 for the row variance); other banks are orthogonalised whole."""
+    return x.reshape(-1, cols, x.shape[-1]) if TABLE[name].square_blocks else x
 
 
 def normuon(cfg: OptimConfig, sched: ScheduleConfig, *,
@@ -189,7 +181,6 @@ def normuon(cfg: OptimConfig, sched: ScheduleConfig, *,
             raise ValueError("normuon.update needs the fp32 master banks as params (the cautious weight decay reads them)")
         mu = schedule.muon_momentum(step, sched, cfg.muon_momentum_range)
         base_lr = cfg.muon_lr * schedule.lr_factor(step, sched)
-        lr_muls = dict(cfg.muon_lr_muls)
         updates, momentum, row_variance = {}, {}, {}
         for name, grad in grads.items():
             master = params[name]
@@ -202,13 +193,15 @@ def normuon(cfg: OptimConfig, sched: ScheduleConfig, *,
             m = state.momentum[name] + (1 - mu) * (g - state.momentum[name])
             u = m + (1 - mu) * (g - m)
             _, rows, cols = master.shape
+            # The reference splits X <- aX + BX into two bf16 ops for its "mlp" group and fuses it for attention.
             o = polar_express(place(_as_blocks(name, u, cols)), cfg.polar_express_coeffs, cfg.polar_express_norm_scale,
-                              cfg.polar_express_eps, split_product=name in SPLIT_PRODUCT_BANKS)
+                              cfg.polar_express_eps, split_product=TABLE[name].split_product)
             o, q = normalize_rows(o, place(_as_blocks(name, state.row_variance[name], cols)), cfg.muon_beta2,
                                   cfg.normuon_eps)
             # eta uses the STORED shape, so attention gets the x2 factor too (recipe §3.2 item 5).
-            lr = jnp.float32(math.sqrt(max(1.0, rows / cols)) * lr_muls[name]) * base_lr
-            decay = cfg.muon_weight_decay * base_lr
+            group = param_table.group(name, cfg)
+            lr = jnp.float32(math.sqrt(max(1.0, rows / cols)) * group.lr_mul) * base_lr
+            decay = cfg.muon_weight_decay * group.wd_mul * base_lr
             updates[name] = cautious_muon_update(o.reshape(master.shape), master, lr, decay)
             momentum[name], row_variance[name] = m, q.reshape(state.row_variance[name].shape)
         return updates, NorMuonState(momentum=momentum, row_variance=row_variance)
@@ -225,14 +218,6 @@ class CautiousAdamState(NamedTuple):
     v: dict[str, jax.Array]
 
 
-def _adam_group(cfg: OptimConfig, name: str):
-    groups = dict(cfg.adam_groups)
-    if name not in groups:
-        raise KeyError(f"cautious_adam: no Adam group for parameter {name!r}; OptimConfig.adam_groups covers "
-                       f"{sorted(groups)} (NorMuon banks go to normuon, see split_params)")
-    return groups[name]
-
-
 def cautious_adam(cfg: OptimConfig, sched: ScheduleConfig) -> optax.GradientTransformationExtraArgs:
     """Adam with cautious decoupled weight decay ∝ lr² (recipe §3.3), per-parameter lr_mul / wd_mul / betas by name.
 
@@ -247,7 +232,7 @@ def cautious_adam(cfg: OptimConfig, sched: ScheduleConfig) -> optax.GradientTran
 
     def init_fn(params: Params) -> CautiousAdamState:
         for name in params:
-            _adam_group(cfg, name)
+            param_table.adam_group(name, cfg)  # an Adam parameter with a group, or KeyError
         return CautiousAdamState(
             count={name: jnp.zeros((), jnp.int32) for name in params},
             m={name: jnp.zeros(p.shape, jnp.float32) for name, p in params.items()},
@@ -262,7 +247,7 @@ def cautious_adam(cfg: OptimConfig, sched: ScheduleConfig) -> optax.GradientTran
         updates, count, m, v = {}, dict(state.count), dict(state.m), dict(state.v)
         for name, grad in grads.items():
             p = params[name].astype(jnp.float32)
-            group = _adam_group(cfg, name)
+            group = param_table.adam_group(name, cfg)
             beta1, beta2 = group.betas
             g = grad.astype(jnp.float32)
             count[name] = state.count[name] + 1
@@ -321,9 +306,7 @@ def bench_normuon(cfg: OptimConfig, sched: ScheduleConfig, n_repeats: int = 20, 
     difference between the two results: the same arithmetic, but XLA may order a batched product's fp32 sums
     differently, and a bf16 rounding that flips early is carried through five Polar Express iterates, so single entries
     can move by several bf16 steps while the whole update (relative Frobenius difference) stays at rounding level."""
-    from jaxrun.model import param_shapes  # here, not at the top: jaxrun.model imports this module
-
-    shapes = {name: spec.shape for name, spec in param_shapes(model).items() if name in MUON_PARAMS}
+    shapes = {name: spec.shape for name, spec in param_table.shapes(model).items() if name in MUON_PARAMS}
     keys = jax.random.split(jax.random.key(seed), 2 * len(shapes))
     grads = {name: jax.random.normal(k, shape, jnp.bfloat16) for (name, shape), k in zip(shapes.items(), keys[::2])}
     masters = {name: 0.02 * jax.random.normal(k, shape, jnp.float32) for (name, shape), k in zip(shapes.items(), keys[1::2])}
@@ -374,8 +357,6 @@ def bench_normuon(cfg: OptimConfig, sched: ScheduleConfig, n_repeats: int = 20, 
 
 
 __all__ = [
-    "MUON_PARAMS",
-    "SQUARE_BLOCK_BANKS",
     "CautiousAdamState",
     "NorMuonState",
     "accumulate",

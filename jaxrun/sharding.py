@@ -6,8 +6,8 @@ on D devices each device runs 8/D of them as micro-batches, so 1, 2, 4 and 8 dev
 - batches: the virtual-rank axis is sharded over ``data``;
 - bf16 parameters: replicated (every device runs the full model on its own sequences);
 - fp32 masters, optimizer states and the Adam gradient accumulator: sharded (ZeRO-1, like the reference) along the first
-  axis whose size the device count divides; tensors below ``SHARD_MIN_ELEMENTS`` stay replicated (the reference
-  all-reduces its small Adam tensors too, recipe §3.5);
+  of their parameter's ``zero_axes`` (the parameter table, jaxrun.params) whose size the device count divides; tensors
+  below ``SHARD_MIN_ELEMENTS`` stay replicated (the reference all-reduces its small Adam tensors too, recipe §3.5);
 - gradients leave the per-device computation reduce-scattered into that same layout, so each device holds only the
   slice of the summed gradient that its optimizer shard needs.
 """
@@ -19,6 +19,8 @@ import os
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxrun.params import TABLE
 
 AXIS = "data"
 SHARD_MIN_ELEMENTS = 1024  # recipe §3.5: tensors of >= 1024 elements are sharded, smaller ones all-reduced
@@ -62,31 +64,45 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P(AXIS))
 
 
-def shard_axis(shape: tuple[int, ...], num_devices: int) -> int | None:
-    """The axis a ZeRO-sharded tensor is split along, or None to keep it replicated."""
+def shard_axis(shape: tuple[int, ...], num_devices: int, axes: tuple[int, ...] | None = None) -> int | None:
+    """The axis a ZeRO-sharded tensor is split along: the first of ``axes`` (default: every axis, in order) that the
+    device count divides; None to keep it replicated."""
     if num_devices == 1 or int(np.prod(shape, dtype=np.int64)) < SHARD_MIN_ELEMENTS:
         return None
-    for axis, size in enumerate(shape):
-        if size % num_devices == 0 and size >= num_devices:
+    for axis in range(len(shape)) if axes is None else axes:
+        if axis < len(shape) and shape[axis] % num_devices == 0 and shape[axis] >= num_devices:
             return axis
     return None
 
 
-def zero_spec(shape: tuple[int, ...], num_devices: int) -> P:
-    axis = shard_axis(shape, num_devices)
+def zero_spec(shape: tuple[int, ...], num_devices: int, axes: tuple[int, ...] | None = None) -> P:
+    axis = shard_axis(shape, num_devices, axes)
     if axis is None:
         return P()
     return P(*([None] * axis + [AXIS]))
 
 
-def zero_shardings(tree, mesh: Mesh):
-    """NamedShardings for optimizer-side state (masters, moments, accumulators): sharded per ``shard_axis``."""
-    n = mesh.devices.size
-    return jax.tree.map(lambda x: NamedSharding(mesh, zero_spec(tuple(x.shape), n)), tree)
+def _zero_axes(path) -> tuple[int, ...] | None:
+    """The zero_axes of the parameter a state leaf belongs to: the innermost dict key on its path that names one (state
+    trees are dicts keyed by parameter name, recipe §3.5); None for a leaf of no parameter."""
+    for key in reversed(path):
+        name = getattr(key, "key", None)
+        if isinstance(name, str) and name in TABLE:
+            return TABLE[name].zero_axes
+    return None
 
 
 def zero_specs(tree, num_devices: int):
-    return jax.tree.map(lambda x: zero_spec(tuple(x.shape), num_devices), tree)
+    """PartitionSpecs for optimizer-side state (masters, moments, accumulators, gradients): each leaf sharded per
+    ``shard_axis`` along its parameter's zero_axes."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: zero_spec(tuple(x.shape), num_devices, _zero_axes(path)), tree)
+
+
+def zero_shardings(tree, mesh: Mesh):
+    """NamedShardings of ``zero_specs``."""
+    return jax.tree.map(lambda spec: NamedSharding(mesh, spec), zero_specs(tree, mesh.devices.size),
+                        is_leaf=lambda x: isinstance(x, P))
 
 
 def reduce_scatter_sum(tree, num_devices: int):
@@ -94,13 +110,13 @@ def reduce_scatter_sum(tree, num_devices: int):
     if num_devices == 1:
         return tree
 
-    def one(g):
-        axis = shard_axis(tuple(g.shape), num_devices)
+    def one(path, g):
+        axis = shard_axis(tuple(g.shape), num_devices, _zero_axes(path))
         if axis is None:
             return jax.lax.psum(g, AXIS)
         return jax.lax.psum_scatter(g, AXIS, scatter_dimension=axis, tiled=True)
 
-    return jax.tree.map(one, tree)
+    return jax.tree_util.tree_map_with_path(one, tree)
 
 
 def matrix_split(mesh: Mesh):

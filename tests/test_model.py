@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrun import model
+from jaxrun import model, ops, params as param_table
 from jaxrun.config import CONFIG_DIR, load_config
 
 RECORD = load_config(CONFIG_DIR / "record60.py").model
@@ -42,7 +42,7 @@ def random_params(cfg, seed):
     """Every parameter random and non-zero, so every path of the model contributes."""
     rng = np.random.default_rng(seed)
     D, F = cfg.model_dim, cfg.mlp_hidden
-    shapes = model.param_shapes(cfg)
+    shapes = param_table.shapes(cfg)
     values = {
         "qkvo": rng.uniform(-1, 1, shapes["qkvo"].shape) * 3**0.5 / D**0.5,
         "fc": rng.uniform(-1, 1, shapes["fc"].shape) * 3**0.5 * 0.5 / D**0.5,
@@ -55,7 +55,7 @@ def random_params(cfg, seed):
         "smear_gate": rng.normal(0, 0.3, shapes["smear_gate"].shape),
         "skip_gate": rng.normal(0, 0.3, shapes["skip_gate"].shape),
         "x0_lambdas": rng.uniform(-0.3, 0.3, shapes["x0_lambdas"].shape),
-        "scalars": model.initial_scalars(cfg) + rng.uniform(-0.2, 0.2, shapes["scalars"].shape),
+        "scalars": param_table.initial_scalars(cfg) + rng.uniform(-0.2, 0.2, shapes["scalars"].shape),
     }
     L = cfg.num_layers
     values["scalars"][3 * L] = 0.6  # smear_lambda
@@ -439,3 +439,35 @@ def test_bad_inputs_get_clear_errors():
         model.init_params(dataclasses.replace(FOUR, value_embed_layers=((0, 0), (0, 1))), jax.random.key(0))
     with pytest.raises(ValueError, match="param_table: fc is bfloat16\\(3, 192, 96\\)"):
         model.param_table({**params, "fc": jax.ShapeDtypeStruct((3, 192, 96), jnp.bfloat16)}, FOUR)
+
+
+def test_model_runs_the_kernels_it_is_given(monkeypatch):
+    """With kernels= the traced model looks nothing up (no ops.get, no auto tables); the functions it is given run."""
+    params = random_params(FOUR, seed=3)
+    rng = np.random.default_rng(3)
+    batch = make_batch(rng.integers(0, FOUR.vocab_size, 40), rng.integers(0, FOUR.vocab_size, 40), SEG)
+    dyn = make_dyn(FOUR)
+    kernels = ops.kernels(FOUR.backends)
+    called = []
+
+    def counting(op):
+        fn = getattr(kernels, op)
+        return lambda *a, **kw: called.append(op) or fn(*a, **kw)
+
+    counted = dataclasses.replace(kernels, **{op: counting(op) for op in ops.OPS})
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("looked up during tracing")
+
+    monkeypatch.setattr(ops, "get", refuse)
+    monkeypatch.setattr(ops, "measured_backends", refuse)
+    auto = dataclasses.replace(FOUR, backends=tuple((op, "auto") for op in ops.OPS))
+    got = jax.jit(lambda p: model.train_loss(p, batch, dyn, cfg=auto, windows=WINDOWS, tied=True, kernels=counted))(params)
+    # FOUR: 3 attention layers, 4 MLPs, one head, one cross entropy
+    assert sorted(called) == sorted(["attention"] * 3 + ["mlp"] * 4 + ["lm_head", "cross_entropy"])
+    evaluated = model.eval_loss(params, batch, dyn, cfg=auto, windows=WINDOWS, tied=True, kernels=kernels)
+    monkeypatch.undo()
+    want = jax.jit(lambda p: model.train_loss(p, batch, dyn, cfg=FOUR, windows=WINDOWS, tied=True))(params)  # kernels=None
+    assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+    np.testing.assert_array_equal(np.asarray(evaluated),
+                                  np.asarray(model.eval_loss(params, batch, dyn, cfg=FOUR, windows=WINDOWS, tied=True)))

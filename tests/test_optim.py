@@ -14,6 +14,7 @@ import optax
 import pytest
 
 from jaxrun import optim
+from jaxrun import params as param_table
 from jaxrun import schedule as S
 from jaxrun.config import load_config
 
@@ -114,7 +115,7 @@ def test_init_masters_exact_and_truncation_round_trips():
 def test_split_params():
     params = {**stand_in_banks(jax.random.key(0)), "lm_head": jnp.zeros((8, D)), "scalars": jnp.zeros(40)}
     muon, adam = optim.split_params(params)
-    assert set(muon) == set(optim.MUON_PARAMS) and set(adam) == {"lm_head", "scalars"}
+    assert set(muon) == set(param_table.MUON_PARAMS) and set(adam) == {"lm_head", "scalars"}
     with pytest.raises(KeyError, match=r"NorMuon banks \['proj'\] are missing"):
         optim.split_params({k: v for k, v in params.items() if k != "proj"})
 
@@ -122,7 +123,7 @@ def test_split_params():
 @pytest.mark.parametrize("config", ["configs/record60.py", "configs/tiny.py"])
 def test_optimizers_take_the_model_parameter_tree(config):
     """Every model parameter has an optimizer, and the state mirrors the parameter shapes (abstractly, no memory)."""
-    from jaxrun.model import param_shapes
+    from jaxrun.params import shapes as param_shapes
 
     cfg = load_config(config)
     muon, adam = optim.split_params(param_shapes(cfg.model))
@@ -162,7 +163,7 @@ def test_polar_express_split_product_rounds_bx_first():
     diff = np.abs(got - want)
     assert np.all(diff <= bf16_ulp(want) * 1.01) and np.mean(diff > 0) < 0.02
     assert np.mean(want != fused) > 0.05  # the two roundings are a different function, not a no-op
-    assert optim.SPLIT_PRODUCT_BANKS == ("fc", "proj")
+    assert param_table.SPLIT_PRODUCT_BANKS == ("fc", "proj")
 
 
 @pytest.mark.parametrize("shape", [(4, D, D), (4, 4 * D, D), (4, D, 4 * D)])

@@ -31,6 +31,28 @@ def test_zero_axis_rules():
     assert sharding.zero_spec((11, 3072, 768), 4) == P(None, "data")
 
 
+def test_zero_specs_follow_the_parameter_table(monkeypatch):
+    """State leaves are sharded along their parameter's zero_axes (jaxrun.params), found by the dict key on their path."""
+    import dataclasses
+
+    from jaxrun import optim, params
+
+    bank, head = jax.ShapeDtypeStruct((10, 3072, 768), jnp.float32), jax.ShapeDtypeStruct((50304, 768), jnp.float32)
+    rows = jax.ShapeDtypeStruct((10, 3072, 1), jnp.float32)
+    count = jax.ShapeDtypeStruct((), jnp.int32)
+    state = {"master": {"qkvo": bank}, "muon": optim.NorMuonState({"qkvo": bank}, {"qkvo": rows}),
+             "adam": optim.CautiousAdamState({"lm_head": count}, {"lm_head": head}, {"lm_head": head})}
+    rows_split = P(None, "data")  # 10 banks do not split over 8 devices; 3072 rows do
+    want = {"master": {"qkvo": rows_split}, "muon": optim.NorMuonState({"qkvo": rows_split}, {"qkvo": rows_split}),
+            "adam": optim.CautiousAdamState({"lm_head": P()}, {"lm_head": P("data")}, {"lm_head": P("data")})}
+    assert sharding.zero_specs(state, 8) == want
+    assert sharding.zero_specs(state, 2)["master"]["qkvo"] == P("data")  # 10 banks split over 2 devices
+    columns_only = dataclasses.replace(params.TABLE["lm_head"], zero_axes=(1,))
+    monkeypatch.setattr(sharding, "TABLE", {**params.TABLE, "lm_head": columns_only})
+    assert sharding.zero_specs({"lm_head": head}, 8) == {"lm_head": P(None, "data")}
+    assert sharding.zero_specs({"not_a_param": head}, 8) == {"not_a_param": P("data")}  # every axis, first one first
+
+
 def test_local_ranks_and_mesh_errors():
     assert sharding.local_ranks(sharding.make_mesh(8), 8) == list(range(8))
     assert sharding.local_ranks(sharding.make_mesh(8, jax.devices()[:2]), 8) == list(range(8))
