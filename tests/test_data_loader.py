@@ -35,7 +35,6 @@ STEP_1 = {
     "inputs": [[B, 1, 2, 3, B, 4, 5, 6], [B, 11, 12, B, 13, 14, 15, 16]],
     "targets": [[1, 2, 3, B, 4, 5, 6, 7], [11, 12, B, 13, 14, 15, 16, B]],
     "seg_ids": [[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 1, 1]],
-    "cu_seqlens": [[0, 4, 8, 8, 8, 8, 8, 8], [0, 3, 8, 8, 8, 8, 8, 8]],
 }
 # Step 2 (N = 8): shard 1 has no document left, so the plan starts at shard 2's first BOS.
 # Rank 0: F capped, G, H cut to 2. Rank 1: I, J, K cut to its BOS (a zero-length last segment).
@@ -43,7 +42,6 @@ STEP_2 = {
     "inputs": [[B, 30, 31, 32, 33, B, 40, B], [B, 50, 51, 52, 53, B, 60, 61]],
     "targets": [[30, 31, 32, 33, B, 40, B, 41], [50, 51, 52, 53, B, 60, 61, B]],
     "seg_ids": [[0, 0, 0, 0, 0, 1, 1, 2], [0, 0, 0, 0, 0, 1, 1, 1]],
-    "cu_seqlens": [[0, 5, 7, 8, 8, 8, 8, 8], [0, 5, 8, 8, 8, 8, 8, 8]],
 }
 # Step 3 (N = 4, the batch size changed): rank 0 would take L, but rank 1 finds no document in shard 2, so that partial
 # plan is thrown away and the step is rebuilt from shard 3. Rank 0: M, N cut to 2. Rank 1: O, P cut to its BOS.
@@ -51,7 +49,6 @@ STEP_3 = {
     "inputs": [[B, 90, 91, B], [B, 100, 101, 102]],
     "targets": [[90, 91, B, 92], [100, 101, 102, B]],
     "seg_ids": [[0, 0, 0, 1], [0, 0, 0, 0]],
-    "cu_seqlens": [[0, 3, 4, 4], [0, 4, 4, 4]],
 }
 SIZES = [8, 8, 4]
 EXPECTED = [STEP_1, STEP_2, STEP_3]
@@ -66,8 +63,6 @@ def data_config(directory, **changes):
         num_ranks=2,
         max_doc_len=5,
         bos_token=B,
-        cu_seqlens_multiple=4,  # cu_seqlens length = smallest multiple of 4 >= N // 1: 8 for N = 8, 4 for N = 4
-        cu_seqlens_tokens_per_doc=1,
     )
     fields.update(changes)
     return DataConfig(**fields)
@@ -156,13 +151,6 @@ def test_no_shards_names_the_pattern_and_the_command(tmp_path):
     assert "fineweb_train_*.bin" in str(err.value) and "python -m jaxrun.data" in str(err.value)
 
 
-def test_too_many_documents_for_cu_seqlens(tmp_path):
-    write_shard(tmp_path / "fineweb_train_000001.bin", np.array([B, 1] * 20))
-    loader = TrainLoader(data_config(tmp_path, cu_seqlens_tokens_per_doc=2), range(2))  # 4 entries for N = 8
-    with pytest.raises(DataError, match="do not fit the 4-entry cu_seqlens"):
-        loader.next_batch(8)
-
-
 # --- a literal transcription of recipe §5.2 (token by token), to compare with on random shards -------------------------
 
 
@@ -211,7 +199,7 @@ def test_matches_the_spec_transcription_on_random_shards(tmp_path):
         lead = rng.integers(0, 50000, size=3)  # a shard starts mid-document
         shards.append(np.concatenate([lead, *docs]).astype(np.int64))
         write_shard(tmp_path / f"fineweb_train_{i + 1:06d}.bin", shards[-1])
-    cfg = data_config(tmp_path, num_ranks=4, max_doc_len=20, cu_seqlens_multiple=8, cu_seqlens_tokens_per_doc=1)
+    cfg = data_config(tmp_path, num_ranks=4, max_doc_len=20)
     sizes = [int(s) for s in rng.choice([16, 40, 64], size=150)]
     expected = list(spec_batches([s.tolist() for s in shards], sizes, max_doc_len=20, num_ranks=4))
     assert len(expected) < len(sizes)  # the random data ran out: the steps covered cross both shard boundaries
@@ -223,7 +211,5 @@ def test_matches_the_spec_transcription_on_random_shards(tmp_path):
             np.testing.assert_array_equal(batch["inputs"][row], inputs)
             np.testing.assert_array_equal(batch["targets"][row], targets)
             np.testing.assert_array_equal(batch["seg_ids"][row], np.repeat(np.arange(len(pieces)), pieces))
-            cu = np.concatenate([[0], np.cumsum(pieces)])
-            np.testing.assert_array_equal(batch["cu_seqlens"][row], np.pad(cu, (0, batch["cu_seqlens"].shape[1] - cu.size), constant_values=n))
     with pytest.raises(DataError, match="out of training data"):
         loader.next_batch(sizes[len(expected)])

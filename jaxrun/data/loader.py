@@ -21,27 +21,23 @@ import numpy as np
 
 from jaxrun.config import DataConfig
 from jaxrun.data.errors import DataError, make_shards_hint
-from jaxrun.data.layout import check_local_ranks, cu_seqlens_length, padded_cu_seqlens
+from jaxrun.data.layout import check_local_ranks
 from jaxrun.data.plan import BosPlanIterator, RankPieces, StepPlan, TrainShards
 
 
 def fill_rank_row(batch: dict[str, np.ndarray], row: int, tokens: np.ndarray, pieces: RankPieces) -> None:
-    """Write one rank's row: inputs = buf[0:N], targets = buf[1:N+1], segment ids and cu_seqlens of its pieces."""
-    n = batch["inputs"].shape[1]
+    """Write one rank's row: inputs = buf[0:N], targets = buf[1:N+1] and the segment ids of its pieces."""
     buf = np.concatenate([tokens[s : s + k] for s, k in zip(pieces.starts.tolist(), pieces.lengths.tolist())])
     seg_lengths = pieces.lengths.copy()
     seg_lengths[-1] -= 1  # the last piece's final token is only a target (recipe §5.2)
     batch["inputs"][row] = buf[:-1]
     batch["targets"][row] = buf[1:]
     batch["seg_ids"][row] = np.repeat(np.arange(seg_lengths.size, dtype=np.int32), seg_lengths)
-    batch["cu_seqlens"][row] = padded_cu_seqlens(np.cumsum(seg_lengths), n, batch["cu_seqlens"].shape[1])
 
 
-def step_batch(plan: StepPlan, local_ranks: tuple[int, ...], tokens_per_rank: int, data_cfg: DataConfig) -> dict[str, np.ndarray]:
-    """The rows of ``local_ranks``: inputs/targets/seg_ids (R, N) and cu_seqlens (R, P), all int32."""
-    rows, n = len(local_ranks), tokens_per_rank
-    batch = {key: np.empty((rows, n), dtype=np.int32) for key in ("inputs", "targets", "seg_ids")}
-    batch["cu_seqlens"] = np.empty((rows, cu_seqlens_length(n, data_cfg)), dtype=np.int32)
+def step_batch(plan: StepPlan, local_ranks: tuple[int, ...], tokens_per_rank: int) -> dict[str, np.ndarray]:
+    """The rows of ``local_ranks``: inputs, targets and seg_ids, each (R, N) int32."""
+    batch = {key: np.empty((len(local_ranks), tokens_per_rank), dtype=np.int32) for key in ("inputs", "targets", "seg_ids")}
     for row, rank in enumerate(local_ranks):
         fill_rank_row(batch, row, plan.tokens, plan.ranks[rank])
     return batch
@@ -71,10 +67,10 @@ class TrainLoader:
         self._plans.set_state(state)
         self._plans.tokens_per_rank = tokens_per_rank
         plan = next(self._plans)
-        return step_batch(plan, self.local_ranks, tokens_per_rank, self.data_cfg), self._plans.get_state()
+        return step_batch(plan, self.local_ranks, tokens_per_rank), self._plans.get_state()
 
     def next_batch(self, tokens_per_rank: int) -> dict[str, np.ndarray]:
-        """The next step's batch: inputs, targets, seg_ids (R, N) and cu_seqlens (R, P) int32, R = len(local_ranks)."""
+        """The next step's batch: inputs, targets, seg_ids, each (R, N) int32, R = len(local_ranks)."""
         if isinstance(tokens_per_rank, bool) or not isinstance(tokens_per_rank, (int, np.integer)) or tokens_per_rank < 1:
             raise DataError(f"tokens_per_rank must be a positive integer, got {tokens_per_rank!r}")
         n = int(tokens_per_rank)
