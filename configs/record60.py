@@ -110,8 +110,6 @@ DATA = DataConfig(
     num_ranks=8,
     max_doc_len=2048,
     bos_token=50256,
-    cu_seqlens_multiple=128,  # 128, 128, 256 entries for the three batch sizes, 896 for validation (recipe §5.2)
-    cu_seqlens_tokens_per_doc=300,  # the reference's "median doc length is ~400" margin
 )
 
 RUN = RunConfig(

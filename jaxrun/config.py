@@ -144,9 +144,6 @@ class DataConfig:
     num_ranks: int  # the recipe's 8 virtual ranks (recipe §3.6)
     max_doc_len: int  # 2048
     bos_token: int  # 50256
-    # cu_seqlens length: the smallest multiple of cu_seqlens_multiple >= tokens // cu_seqlens_tokens_per_doc (recipe §5.2)
-    cu_seqlens_multiple: int = 128
-    cu_seqlens_tokens_per_doc: int = 300
     # When the shards above are missing and this corpus is set, they are tokenized from it on first use.
     tokenize_from: str = ""
     tokenize_val_tokens: int = 0
@@ -306,7 +303,6 @@ _RANGES = (
     ("schedule", "mtp_weights", 0, True, None), ("schedule", "attn_scale_init", 0, False, None),
     ("data", "val_tokens", 1, True, None), ("data", "val_seq_len", 1, True, None), ("data", "num_ranks", 1, True, None),
     ("data", "max_doc_len", 1, True, None), ("data", "bos_token", 0, True, None),
-    ("data", "cu_seqlens_multiple", 1, True, None), ("data", "cu_seqlens_tokens_per_doc", 1, True, None),
     ("data", "tokenize_val_tokens", 0, True, None), ("data", "tokenize_passes", 1, True, None),
     ("run", "val_every", 1, True, None), ("run", "checkpoint_every", 0, True, None), ("run", "log_every", 1, True, None),
     ("run", "keep_checkpoints", 1, True, None),
@@ -364,15 +360,20 @@ def to_json(cfg: Config) -> str:
     return json.dumps(to_dict(cfg), indent=2)
 
 
+# Fields that were removed but that a config.json written before still has: they sized a cu_seqlens array that nothing
+# read (the model marks documents with seg_ids), so dropping them changes nothing and such a run can still be resumed.
+_REMOVED_DATA_KEYS = frozenset({"cu_seqlens_multiple", "cu_seqlens_tokens_per_doc"})
+
+
 def from_dict(d: dict) -> Config:
-    """Inverse of to_dict (used to reload runs/<name>/config.json on resume)."""
+    """Inverse of to_dict (used to reload runs/<name>/config.json on resume); ignores _REMOVED_DATA_KEYS."""
     optim = dict(d["optim"])
     optim["adam_groups"] = tuple((name, AdamGroup(g["lr_mul"], g["wd_mul"], tuple(g["betas"]))) for name, g in optim["adam_groups"])
     sections = {
         "model": ModelConfig(**{k: _to_tuple(v) for k, v in d["model"].items()}),
         "optim": OptimConfig(**{k: (v if k == "adam_groups" else _to_tuple(v)) for k, v in optim.items()}),
         "schedule": ScheduleConfig(**{k: _to_tuple(v) for k, v in d["schedule"].items()}),
-        "data": DataConfig(**d["data"]),
+        "data": DataConfig(**{k: v for k, v in d["data"].items() if k not in _REMOVED_DATA_KEYS}),
         "run": RunConfig(**d["run"]),
     }
     return Config(**sections, name=d.get("name", "config"))

@@ -67,6 +67,17 @@ def test_dict_round_trip():
     assert from_dict(to_dict(cfg)) == cfg
 
 
+def test_a_config_json_with_the_removed_cu_seqlens_fields_still_loads():
+    """A run directory's config.json from before the cu_seqlens fields went (so --resume and compare still read it)."""
+    cfg = load_config(RECORD)
+    old = to_dict(cfg)
+    old["data"].update(cu_seqlens_multiple=128, cu_seqlens_tokens_per_doc=300)  # as configs/record60.py had them
+    assert from_dict(old) == cfg
+    old["data"]["cu_seqlens_length"] = 128  # only those two are dropped: any other unknown key is still refused
+    with pytest.raises(TypeError, match="cu_seqlens_length"):
+        from_dict(old)
+
+
 @pytest.mark.parametrize("override, message", [
     ("schedule.scheduled_steps=0", "schedule.scheduled_steps = 0: every value must be >= 1"),
     ("schedule.scheduled_steps=-5", "schedule.scheduled_steps = -5: every value must be >= 1"),

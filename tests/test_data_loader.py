@@ -1,12 +1,16 @@
 """Training batches (recipe §5.2) against batches written out by hand, and against a literal transcription of the spec."""
 
 import json
+import threading
 
+import grain
 import numpy as np
 import pytest
 
 from jaxrun.config import DataConfig
 from jaxrun.data import DataError, TrainLoader, write_shard
+from jaxrun.data.loader import train_batches, train_shard_paths
+from jaxrun.data.plan import TrainShards
 
 B = 50256  # BOS
 
@@ -35,7 +39,6 @@ STEP_1 = {
     "inputs": [[B, 1, 2, 3, B, 4, 5, 6], [B, 11, 12, B, 13, 14, 15, 16]],
     "targets": [[1, 2, 3, B, 4, 5, 6, 7], [11, 12, B, 13, 14, 15, 16, B]],
     "seg_ids": [[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 1, 1]],
-    "cu_seqlens": [[0, 4, 8, 8, 8, 8, 8, 8], [0, 3, 8, 8, 8, 8, 8, 8]],
 }
 # Step 2 (N = 8): shard 1 has no document left, so the plan starts at shard 2's first BOS.
 # Rank 0: F capped, G, H cut to 2. Rank 1: I, J, K cut to its BOS (a zero-length last segment).
@@ -43,7 +46,6 @@ STEP_2 = {
     "inputs": [[B, 30, 31, 32, 33, B, 40, B], [B, 50, 51, 52, 53, B, 60, 61]],
     "targets": [[30, 31, 32, 33, B, 40, B, 41], [50, 51, 52, 53, B, 60, 61, B]],
     "seg_ids": [[0, 0, 0, 0, 0, 1, 1, 2], [0, 0, 0, 0, 0, 1, 1, 1]],
-    "cu_seqlens": [[0, 5, 7, 8, 8, 8, 8, 8], [0, 5, 8, 8, 8, 8, 8, 8]],
 }
 # Step 3 (N = 4, the batch size changed): rank 0 would take L, but rank 1 finds no document in shard 2, so that partial
 # plan is thrown away and the step is rebuilt from shard 3. Rank 0: M, N cut to 2. Rank 1: O, P cut to its BOS.
@@ -51,7 +53,6 @@ STEP_3 = {
     "inputs": [[B, 90, 91, B], [B, 100, 101, 102]],
     "targets": [[90, 91, B, 92], [100, 101, 102, B]],
     "seg_ids": [[0, 0, 0, 1], [0, 0, 0, 0]],
-    "cu_seqlens": [[0, 3, 4, 4], [0, 4, 4, 4]],
 }
 SIZES = [8, 8, 4]
 EXPECTED = [STEP_1, STEP_2, STEP_3]
@@ -66,8 +67,6 @@ def data_config(directory, **changes):
         num_ranks=2,
         max_doc_len=5,
         bos_token=B,
-        cu_seqlens_multiple=4,  # cu_seqlens length = smallest multiple of 4 >= N // 1: 8 for N = 8, 4 for N = 4
-        cu_seqlens_tokens_per_doc=1,
     )
     fields.update(changes)
     return DataConfig(**fields)
@@ -156,13 +155,6 @@ def test_no_shards_names_the_pattern_and_the_command(tmp_path):
     assert "fineweb_train_*.bin" in str(err.value) and "python -m jaxrun.data" in str(err.value)
 
 
-def test_too_many_documents_for_cu_seqlens(tmp_path):
-    write_shard(tmp_path / "fineweb_train_000001.bin", np.array([B, 1] * 20))
-    loader = TrainLoader(data_config(tmp_path, cu_seqlens_tokens_per_doc=2), range(2))  # 4 entries for N = 8
-    with pytest.raises(DataError, match="do not fit the 4-entry cu_seqlens"):
-        loader.next_batch(8)
-
-
 # --- a literal transcription of recipe §5.2 (token by token), to compare with on random shards -------------------------
 
 
@@ -203,7 +195,9 @@ def spec_batches(shards, sizes, max_doc_len, num_ranks):
                 return
 
 
-def test_matches_the_spec_transcription_on_random_shards(tmp_path):
+@pytest.fixture
+def random_shards(tmp_path):
+    """Three random shards (as lists) and their config: 4 ranks, documents capped at 20 tokens."""
     rng = np.random.default_rng(0)
     shards = []
     for i in range(3):
@@ -211,19 +205,142 @@ def test_matches_the_spec_transcription_on_random_shards(tmp_path):
         lead = rng.integers(0, 50000, size=3)  # a shard starts mid-document
         shards.append(np.concatenate([lead, *docs]).astype(np.int64))
         write_shard(tmp_path / f"fineweb_train_{i + 1:06d}.bin", shards[-1])
-    cfg = data_config(tmp_path, num_ranks=4, max_doc_len=20, cu_seqlens_multiple=8, cu_seqlens_tokens_per_doc=1)
-    sizes = [int(s) for s in rng.choice([16, 40, 64], size=150)]
-    expected = list(spec_batches([s.tolist() for s in shards], sizes, max_doc_len=20, num_ranks=4))
+    return data_config(tmp_path, num_ranks=4, max_doc_len=20), [s.tolist() for s in shards]
+
+
+def random_sizes(count=150, seed=1):
+    return [int(s) for s in np.random.default_rng(seed).choice([16, 40, 64], size=count)]
+
+
+# Phases as in the schedule (recipe §4): runs of one batch size, so prefetched batches are dropped at each change.
+PHASED_SIZES = [16] * 30 + [40] * 20 + [64] * 10 + [16] * 10 + [64] * 40
+
+
+def assert_spec_rows(batch, rows, ranks):
+    for row, rank in enumerate(ranks):
+        inputs, targets, pieces = rows[rank]
+        np.testing.assert_array_equal(batch["inputs"][row], inputs)
+        np.testing.assert_array_equal(batch["targets"][row], targets)
+        np.testing.assert_array_equal(batch["seg_ids"][row], np.repeat(np.arange(len(pieces)), pieces))
+
+
+@pytest.mark.parametrize("sizes", [random_sizes(), PHASED_SIZES], ids=["random", "phased"])
+def test_matches_the_spec_transcription_on_random_shards(random_shards, sizes):
+    cfg, shards = random_shards
+    expected = list(spec_batches(shards, sizes, max_doc_len=20, num_ranks=4))
     assert len(expected) < len(sizes)  # the random data ran out: the steps covered cross both shard boundaries
     loader = TrainLoader(cfg, [3, 1])
     for n, rows in zip(sizes, expected):
-        batch = loader.next_batch(n)
-        for row, rank in enumerate([3, 1]):
-            inputs, targets, pieces = rows[rank]
-            np.testing.assert_array_equal(batch["inputs"][row], inputs)
-            np.testing.assert_array_equal(batch["targets"][row], targets)
-            np.testing.assert_array_equal(batch["seg_ids"][row], np.repeat(np.arange(len(pieces)), pieces))
-            cu = np.concatenate([[0], np.cumsum(pieces)])
-            np.testing.assert_array_equal(batch["cu_seqlens"][row], np.pad(cu, (0, batch["cu_seqlens"].shape[1] - cu.size), constant_values=n))
+        assert_spec_rows(loader.next_batch(n), rows, [3, 1])
     with pytest.raises(DataError, match="out of training data"):
         loader.next_batch(sizes[len(expected)])
+
+
+@pytest.mark.parametrize("sizes", [random_sizes(seed=2), PHASED_SIZES], ids=["random", "phased"])
+def test_resume_mid_stream_gives_the_same_batches(random_shards, sizes):
+    """A state taken after k steps (through JSON, as a checkpoint stores it) continues with the spec's batches k, k+1, ...
+    whether the first loader had prefetched past it or not, and runs out of data at the same step."""
+    cfg, shards = random_shards
+    expected = list(spec_batches(shards, sizes, max_doc_len=20, num_ranks=4))
+    for k in (0, 1, 29, 30, 31, len(expected) - 1):  # 30: the first phase change of PHASED_SIZES
+        first = TrainLoader(cfg, range(4))
+        for n in sizes[:k]:
+            first.next_batch(n)
+        state = json.loads(json.dumps(first.get_state()))
+        first.close()
+        resumed = TrainLoader(cfg, [0, 2], prefetch=k % 2 == 0)
+        resumed.set_state(state)
+        for n, rows in zip(sizes[k:], expected[k:]):
+            assert_spec_rows(resumed.next_batch(n), rows, [0, 2])
+        with pytest.raises(DataError, match="out of training data"):
+            resumed.next_batch(sizes[len(expected)])
+        resumed.close()
+
+
+def test_prefetch_does_not_change_batches_or_states(random_shards):
+    cfg, _ = random_shards
+    with_thread, inline = TrainLoader(cfg, range(4), prefetch=True), TrainLoader(cfg, range(4), prefetch=False)
+    for step, n in enumerate(PHASED_SIZES):
+        try:
+            a = with_thread.next_batch(n)
+        except DataError:
+            with pytest.raises(DataError):
+                inline.next_batch(n)
+            break
+        b = inline.next_batch(n)
+        for key in b:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"step {step} {key}")
+        assert with_thread.get_state() == inline.get_state(), step
+    else:
+        pytest.fail("the data should run out")
+    assert with_thread.get_state() == inline.get_state()
+
+
+def within(seconds, fn, *args):
+    """fn(*args) on a helper thread, so that a loader waiting forever fails the test instead of hanging it."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn(*args)
+        except Exception as err:  # noqa: BLE001 - handed to the test below
+            out["error"] = err
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{fn.__name__}{args} did not return within {seconds}s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_out_of_data_leaves_the_loader_where_it_was(hand_shards, prefetch):
+    loader = TrainLoader(hand_shards, range(2), prefetch=prefetch)
+    assert_batch(loader.next_batch(8), STEP_1)
+    assert_batch(loader.next_batch(8), STEP_2)
+    state = loader.get_state()
+    for _ in range(2):  # N = 9 does not fit shard 2's rest or shard 3; asking again gives the same answer
+        with pytest.raises(DataError, match="out of training data"):
+            within(10, loader.next_batch, 9)
+        assert loader.get_state() == state
+    assert_batch(loader.next_batch(4), STEP_3)  # a smaller N still fits, from the same place
+    state = loader.get_state()
+    for _ in range(2):  # the same N as the pipeline in use, whose prefetch thread has already met the end
+        with pytest.raises(DataError, match="out of training data"):
+            within(10, loader.next_batch, 4)
+        assert loader.get_state() == state
+    loader.close()
+
+
+def test_a_rejected_state_leaves_the_loader_where_it_was(hand_shards):
+    loader = TrainLoader(hand_shards, range(2))
+    assert_batch(loader.next_batch(8), STEP_1)  # grain's thread has built STEP_2 (and maybe more) by now
+    with pytest.raises(DataError, match="not a training-data state"):
+        loader.set_state({"shard": 0})
+    assert_batch(loader.next_batch(8), STEP_2)
+
+
+def test_a_data_state_saved_before_the_grain_pipeline_loads(hand_shards):
+    """The dict the hand-written loader put in checkpoints (same keys, same meaning) resumes where it says."""
+    loader = TrainLoader(hand_shards, range(2))
+    loader.set_state({"shard": 1, "shard_file": "fineweb_train_000002.bin", "doc": 6, "steps": 2, "tokens": 32})
+    assert_batch(loader.next_batch(4), STEP_3)
+
+
+def test_the_pipeline_is_a_grain_dataset_with_grain_state(hand_shards):
+    """train_batches is a plain grain IterDataset: its iterators checkpoint through grain's get_state / set_state."""
+    shards = TrainShards(train_shard_paths(hand_shards), B, hand_shards.max_doc_len)
+    ds = train_batches(shards, 2, (0, 1), 8, prefetch=1)
+    assert isinstance(ds, grain.IterDataset)
+    it = iter(ds)
+    assert isinstance(it, grain.DatasetIterator)
+    assert_batch(next(it), STEP_1)
+    state = it.get_state()
+    again = iter(ds)
+    again.set_state(state)
+    assert_batch(next(again), STEP_2)
+    it.close()
+    again.close()
+    shards.close()

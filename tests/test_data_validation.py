@@ -1,20 +1,19 @@
-"""Validation batches (recipe §2.2, §5.3) against chunks written out by hand, and the cu_seqlens lengths of recipe §5.2."""
+"""Validation batches (recipe §2.2, §5.3) against chunks written out by hand."""
 
 import numpy as np
 import pytest
 
-from jaxrun.config import CONFIG_DIR, DataConfig, load_config
+from jaxrun.config import DataConfig
 from jaxrun.data import DataError, val_batches, write_shard
-from jaxrun.data.layout import cu_seqlens_length
 
 B = 50256
 # 17 tokens = val_tokens 16 + 1; chunks of 4 start mid-document, at a BOS, and one token before a BOS.
 VAL = [5, 6, B, 7, 8, 9, B, 10, B, 11, 12, 13, 14, B, 15, 16, 17, 99]
 CHUNKS = [  # chunk c: inputs VAL[4c : 4c+4], targets VAL[4c+1 : 4c+5]; segments split at every BOS of the inputs
-    {"inputs": [5, 6, B, 7], "targets": [6, B, 7, 8], "seg_ids": [0, 0, 1, 1], "cu_seqlens": [0, 2, 4, 4]},
-    {"inputs": [8, 9, B, 10], "targets": [9, B, 10, B], "seg_ids": [0, 0, 1, 1], "cu_seqlens": [0, 2, 4, 4]},
-    {"inputs": [B, 11, 12, 13], "targets": [11, 12, 13, 14], "seg_ids": [1, 1, 1, 1], "cu_seqlens": [0, 0, 4, 4]},
-    {"inputs": [14, B, 15, 16], "targets": [B, 15, 16, 17], "seg_ids": [0, 1, 1, 1], "cu_seqlens": [0, 1, 4, 4]},
+    {"inputs": [5, 6, B, 7], "targets": [6, B, 7, 8], "seg_ids": [0, 0, 1, 1]},
+    {"inputs": [8, 9, B, 10], "targets": [9, B, 10, B], "seg_ids": [0, 0, 1, 1]},
+    {"inputs": [B, 11, 12, 13], "targets": [11, 12, 13, 14], "seg_ids": [1, 1, 1, 1]},
+    {"inputs": [14, B, 15, 16], "targets": [B, 15, 16, 17], "seg_ids": [0, 1, 1, 1]},
 ]
 
 
@@ -22,7 +21,7 @@ def val_config(tmp_path, tokens=VAL, **changes):
     path = tmp_path / "fineweb_val_000000.bin"
     write_shard(path, np.array(tokens))
     fields = dict(train_files=str(tmp_path / "fineweb_train_*.bin"), val_file=str(path), val_tokens=16, val_seq_len=4,
-                  num_ranks=2, max_doc_len=5, bos_token=B, cu_seqlens_multiple=4, cu_seqlens_tokens_per_doc=1)
+                  num_ranks=2, max_doc_len=5, bos_token=B)
     fields.update(changes)
     return DataConfig(**fields)
 
@@ -65,15 +64,3 @@ def test_missing_val_shard_names_it_and_the_command(tmp_path):
         val_batches(cfg, range(2))
     assert "nowhere/fineweb_val_000000.bin not found" in str(err.value) and "python -m jaxrun.data fineweb" in str(err.value)
 
-
-def test_too_many_segments_for_cu_seqlens(tmp_path):
-    batches = val_batches(val_config(tmp_path, tokens=[B] * 17), range(2))
-    with pytest.raises(DataError, match="4 segments in a sequence of 4 tokens do not fit the 4-entry cu_seqlens"):
-        batches[0]
-
-
-def test_cu_seqlens_lengths_of_the_record():
-    data = load_config(CONFIG_DIR / "record60.py").data
-    # recipe §5.2: 128, 128, 256 for the three training sizes, 896 for validation.
-    assert [cu_seqlens_length(n, data) for n in (16_384, 32_768, 49_152, 262_144)] == [128, 128, 256, 896]
-    assert cu_seqlens_length(8, data) == 128

@@ -1,12 +1,9 @@
-"""How a step's sequences are laid out per rank: which virtual ranks a process owns, and the padded cu_seqlens array."""
+"""Which virtual ranks a process builds sequences for (recipe §3.6); training and validation batches both check them here."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
-
-from jaxrun.config import DataConfig
 from jaxrun.data.errors import DataError
 
 
@@ -19,22 +16,3 @@ def check_local_ranks(local_ranks: Iterable[int], num_ranks: int) -> tuple[int, 
         raise DataError(f"local_ranks {list(ranks)} must be distinct ranks in [0, {num_ranks}) (data.num_ranks = {num_ranks})")
     return ranks
 
-
-def cu_seqlens_length(tokens: int, data_cfg: DataConfig) -> int:
-    """Static length of cu_seqlens for sequences of ``tokens`` tokens (recipe §5.2: the record's max_num_docs)."""
-    multiple = data_cfg.cu_seqlens_multiple
-    wanted = tokens // data_cfg.cu_seqlens_tokens_per_doc
-    return max(multiple, -(-wanted // multiple) * multiple)
-
-
-def padded_cu_seqlens(boundaries: np.ndarray, tokens: int, length: int) -> np.ndarray:
-    """[0, *boundaries] padded with ``tokens`` to ``length`` entries (zero-length trailing segments, recipe §5.2)."""
-    if boundaries.size + 1 > length:
-        raise DataError(
-            f"{boundaries.size} segments in a sequence of {tokens} tokens do not fit the {length}-entry cu_seqlens array "
-            "(its length assumes documents of about data.cu_seqlens_tokens_per_doc tokens or more); lower data.cu_seqlens_tokens_per_doc"
-        )
-    out = np.full(length, tokens, dtype=np.int32)
-    out[0] = 0
-    out[1 : boundaries.size + 1] = boundaries
-    return out

@@ -2,8 +2,8 @@
 
 Val step j, rank r gets chunk j * num_ranks + r: inputs tokens[c*L : c*L + L], targets shifted by one. Chunks are not
 BOS-aligned and not truncated: the fragment before a chunk's first BOS is a segment of its own, and every BOS inside the
-chunk starts a new one. seg_ids[t] is the number of BOS tokens in inputs[0 .. t], i.e. the index k of the segment
-cu_seqlens[k] <= t < cu_seqlens[k + 1] (a chunk that starts with a BOS has an empty segment 0).
+chunk starts a new one. seg_ids[t] is the number of BOS tokens in inputs[0 .. t], the index of t's segment (a chunk
+that starts with a BOS has an empty segment 0).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 
 from jaxrun.config import DataConfig
 from jaxrun.data.errors import DataError, make_shards_hint
-from jaxrun.data.layout import check_local_ranks, cu_seqlens_length, padded_cu_seqlens
+from jaxrun.data.layout import check_local_ranks
 from jaxrun.data.shards import read_shard
 
 
 class ValBatches(Sequence):
-    """The validation steps, each a dict of (R, val_seq_len) int32 inputs / targets / seg_ids and (R, P) cu_seqlens.
+    """The validation steps, each a dict of (R, val_seq_len) int32 inputs / targets / seg_ids.
 
     Batches are cut from the memory-mapped shard when indexed, so holding this costs no memory.
     """
@@ -29,7 +29,6 @@ class ValBatches(Sequence):
         self.tokens = tokens
         self.data_cfg = data_cfg
         self.local_ranks = local_ranks
-        self.cu_len = cu_seqlens_length(data_cfg.val_seq_len, data_cfg)
 
     def __len__(self) -> int:
         return self.data_cfg.val_tokens // (self.data_cfg.val_seq_len * self.data_cfg.num_ranks)
@@ -44,13 +43,7 @@ class ValBatches(Sequence):
             start = (step * self.data_cfg.num_ranks + r) * seq_len
             buf = np.asarray(self.tokens[start : start + seq_len + 1], dtype=np.int32)
             inputs = buf[:-1]
-            is_bos = inputs == bos
-            rows.append({
-                "inputs": inputs,
-                "targets": buf[1:],
-                "seg_ids": np.cumsum(is_bos, dtype=np.int32),
-                "cu_seqlens": padded_cu_seqlens(np.flatnonzero(is_bos), seq_len, self.cu_len),
-            })
+            rows.append({"inputs": inputs, "targets": buf[1:], "seg_ids": np.cumsum(inputs == bos, dtype=np.int32)})
         return {key: np.stack([row[key] for row in rows]) for key in rows[0]}
 
 
