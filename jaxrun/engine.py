@@ -107,9 +107,10 @@ def state_shardings(state_shapes, mesh):
     return out
 
 
-def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool):
+def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool, kernels: ops.Kernels | None = None):
     """build(params_shapes) -> fn(params, batch, dyn) -> (sum of the training loss over all ranks, gradients in the
-    ZeRO layout).
+    ZeRO layout). ``kernels``: the op functions the model runs (default: ops.kernels of cfg's backends, built here,
+    once, not while tracing).
 
     Gradients are the rank average of the per-rank gradients of the SUMMED loss (recipe §2.1, §3.6): each device sums its
     micro-batches' gradients (fp32; the reference accumulates in bf16, recipe §14.4), then a reduce-scatter sums over
@@ -117,10 +118,12 @@ def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool):
     """
     num_devices = mesh.devices.size
     num_ranks = cfg.data.num_ranks
+    kernels = ops.kernels(cfg.model.backends) if kernels is None else kernels
 
     def local(params, batch, dyn):
         def micro(acc, b):
-            loss, g = jax.value_and_grad(model.train_loss)(params, b, dyn, cfg=cfg.model, windows=windows, tied=tied)
+            loss, g = jax.value_and_grad(model.train_loss)(params, b, dyn, cfg=cfg.model, windows=windows, tied=tied,
+                                                           kernels=kernels)
             return jax.tree.map(lambda a, x: a + x.astype(jnp.float32), acc, g), loss
 
         acc0 = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
@@ -229,6 +232,7 @@ class Session:
     virtual ranks, the training loader, the validation batches on the devices, and the state's layout."""
 
     cfg: Config  # backends resolved (resolved_config)
+    kernels: ops.Kernels  # the op functions of those backends, imported once
     mesh: jax.sharding.Mesh
     ranks: list  # the virtual ranks whose rows this process feeds
     loader: data_lib.TrainLoader
@@ -245,7 +249,7 @@ class Session:
 
 
 def setup(cfg: Config, devices: int | None = None, announce=print) -> Session:
-    """Resolve the backends, build the mesh over the first ``devices`` devices (default: all), make sure the shards exist
+    """Resolve the backends and import their op functions, build the mesh over the first ``devices`` devices (default: all), make sure the shards exist
     (tokenizing or downloading them as the config says), open the training loader and put the validation batches on
     the devices. Multi-host JAX must already be started (sharding.init_distributed). Raises ConfigError when the
     device count does not divide the virtual ranks, data.DataError when the shards cannot be had."""
@@ -260,7 +264,7 @@ def setup(cfg: Config, devices: int | None = None, announce=print) -> Session:
                    for b in data_lib.val_batches(cfg.data, ranks)]
     shapes = jax.eval_shape(lambda k: init_state(cfg, k), jax.random.PRNGKey(cfg.run.seed))
     loader = data_lib.TrainLoader(cfg.data, ranks)
-    return Session(cfg=cfg, mesh=mesh, ranks=ranks, loader=loader, val_batches=val_batches, shapes=shapes,
+    return Session(cfg=cfg, kernels=ops.kernels(cfg.model.backends), mesh=mesh, ranks=ranks, loader=loader, val_batches=val_batches, shapes=shapes,
                    shardings=state_shardings(shapes, mesh))
 
 
@@ -304,7 +308,7 @@ def compile_step_functions(session: Session, steps=None, evals=None) -> StepFunc
     for shape in dict.fromkeys(schedule.step_shape(s, cfg.schedule) for s in steps):
         key = ("grad", grad_key(shape))
         if key not in lowered:
-            fn = make_grad_fn(cfg, mesh, (shape.window_short, shape.window_long), shape.tied)(params_shapes)
+            fn = make_grad_fn(cfg, mesh, (shape.window_short, shape.window_long), shape.tied, session.kernels)(params_shapes)
             batch = {k: jax.ShapeDtypeStruct((cfg.data.num_ranks, shape.tokens_per_rank), jnp.int32,
                                              sharding=sharding.batch_sharding(mesh)) for k in BATCH_KEYS}
             lowered[key] = fn.lower(params_abstract, batch, dyn0)
@@ -318,7 +322,8 @@ def compile_step_functions(session: Session, steps=None, evals=None) -> StepFunc
         key = ("eval", eval_variant(cfg, s))
         if key not in lowered:
             windows, tied = key[1]
-            lowered[key] = evaluate_lib.make_eval_fn(cfg, mesh, windows, tied).lower(params_abstract, session.val_batches[0], dyn0)
+            lowered[key] = evaluate_lib.make_eval_fn(cfg, mesh, windows, tied, session.kernels).lower(
+                params_abstract, session.val_batches[0], dyn0)
     if schedule.untie_step(cfg.schedule) in steps:
         lowered[("untie", None)] = make_untie_fn(shardings).lower(abstract_like(shapes, shardings))
     with explained_oom("compiling", cfg, mesh.devices.size), ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:

@@ -11,17 +11,19 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from jaxrun import model
+from jaxrun import model, ops
 from jaxrun.config import Config
 from jaxrun.sharding import AXIS, batch_sharding, replicated, sum_over_devices
 
 
-def make_eval_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool):
-    """A jitted fn(params, batch, dyn) -> sum over this val step's ranks of the per-chunk mean CE."""
+def make_eval_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool, kernels: ops.Kernels | None = None):
+    """A jitted fn(params, batch, dyn) -> sum over this val step's ranks of the per-chunk mean CE. ``kernels``: the op
+    functions (default: ops.kernels of cfg's backends, built here, once)."""
+    kernels = ops.kernels(cfg.model.backends) if kernels is None else kernels
 
     def local(params, batch, dyn):
         per_chunk = jax.lax.map(
-            lambda b: model.eval_loss(params, b, dyn, cfg=cfg.model, windows=windows, tied=tied), batch
+            lambda b: model.eval_loss(params, b, dyn, cfg=cfg.model, windows=windows, tied=tied, kernels=kernels), batch
         )
         return sum_over_devices(jnp.sum(per_chunk), mesh.devices.size)
 

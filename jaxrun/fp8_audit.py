@@ -157,11 +157,6 @@ def backward_variants(t: dict, scales, heads) -> dict:
     return out
 
 
-def with_backends(cfg, **picks):
-    backends = dict(cfg.model.backends) | picks
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backends=tuple(backends.items())))
-
-
 def fp8_gemms(hlo: str) -> list[str]:
     """The custom calls of an optimized HLO module that are GEMMs, one line each (operand types, target, config)."""
     rows = []
@@ -213,29 +208,22 @@ def main() -> None:
     windows = (shape.window_short, shape.window_long)
     resolved = dict(cfg.model.backends)  # resolved once by engine.setup
 
-    def grad_fn(c):
-        return engine.make_grad_fn(c, mesh, windows, shape.tied)(shapes["params"])
+    def grad_fn(c, kernels):
+        return engine.make_grad_fn(c, mesh, windows, shape.tied, kernels)(shapes["params"])
 
     batch_abstract = {k: jax.ShapeDtypeStruct((cfg.data.num_ranks, shape.tokens_per_rank), jnp.int32,
                                               sharding=sharding.batch_sharding(mesh)) for k in ("inputs", "targets", "seg_ids")}
     params_abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
                                    shapes["params"])
     dyn0 = jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, 0))
-    lowered = {"loop": grad_fn(with_backends(cfg, **resolved)).lower(params_abstract, batch_abstract, dyn0)}
-    bf16_cfg = with_backends(cfg, **resolved)
-    bf16_cfg = dataclasses.replace(bf16_cfg, model=dataclasses.replace(bf16_cfg.model, fp8_head=False))
-    lowered["bf16"] = grad_fn(bf16_cfg).lower(params_abstract, batch_abstract, dyn0)
+    lowered = {"loop": grad_fn(cfg, session.kernels).lower(params_abstract, batch_abstract, dyn0)}
+    bf16_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fp8_head=False))
+    lowered["bf16"] = grad_fn(bf16_cfg, session.kernels).lower(params_abstract, batch_abstract, dyn0)
     sinks = {}
-    real_get = ops.get
-    for head_backend in heads:
+    for head_backend in heads:  # the run's kernels with the head swapped for the tapped one
         sinks[head_backend] = sink = []
-        head = tapped_head(head_backend, sink)
-        ops.get = lambda op, backend, _h=head, **kw: _h if op == "lm_head" and backend == "tap" else real_get(op, backend, **kw)
-        try:
-            lowered[head_backend] = grad_fn(with_backends(cfg, **{**resolved, "lm_head": "tap"})).lower(
-                params_abstract, batch_abstract, dyn0)
-        finally:
-            ops.get = real_get
+        tapped = dataclasses.replace(session.kernels, lm_head=tapped_head(head_backend, sink))
+        lowered[head_backend] = grad_fn(cfg, tapped).lower(params_abstract, batch_abstract, dyn0)
     with ThreadPoolExecutor(len(lowered)) as pool:
         compiled = dict(zip(lowered, pool.map(lambda low: low.compile(), lowered.values())))
 

@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrun import ops
 from jaxrun.config import ModelConfig, OptimConfig

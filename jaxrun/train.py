@@ -416,7 +416,7 @@ def main(argv=None) -> int:
             print(f"{key} = {flat[section][leaf] if leaf else flat[section]}")
         return 0
     if args.dry_run:
-        model.print_param_table(cfg.model)
+        model.print_param_table(cfg.model, cfg.optim)
         return 0
     if args.resume_step is not None and not args.resume:
         print("error: --resume-step needs --resume RUN_DIR", file=sys.stderr)

@@ -55,21 +55,20 @@ def _batch(seed=0, docs=12):
 def _tapped_grads(cfg, head_backend, params, batch, tied=True):
     """The loop's gradient function (engine.make_grad_fn) with the head and the input embedding tapped."""
     head_sink, embed_sink = [], []
-    head = fp8_audit.tapped_head(head_backend, head_sink)
+    kernels = dataclasses.replace(ops.kernels(cfg.model.backends), lm_head=fp8_audit.tapped_head(head_backend, head_sink))
     lookup = fp8_audit.tapped_embedding_lookup(embed_sink)
-    real_get, real_lookup = ops.get, ops.embedding_lookup
-    ops.get = lambda op, backend, **kw: head if op == "lm_head" else real_get(op, backend, **kw)
+    real_lookup = ops.embedding_lookup
     ops.embedding_lookup = lookup
     try:
         mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:1])
         shapes = jax.eval_shape(lambda p: p, params)
         windows = (cfg.schedule.window_block_size, 3 * cfg.schedule.window_block_size)
-        fn = engine.make_grad_fn(cfg, mesh, windows, tied)(shapes)
+        fn = engine.make_grad_fn(cfg, mesh, windows, tied, kernels)(shapes)
         dyn = jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, 0))
         _, grads = fn(params, {k: jnp.asarray(v) for k, v in batch.items()}, dyn)
         jax.block_until_ready(grads)
     finally:
-        ops.get, ops.embedding_lookup = real_get, real_lookup
+        ops.embedding_lookup = real_lookup
     return grads, head_sink[0], embed_sink[0]
 
 

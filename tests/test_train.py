@@ -233,7 +233,7 @@ def test_warm_up_runs_every_step_variant_once_and_keeps_the_state():
     keys = list(dict.fromkeys(engine.grad_key(s) for s in schedule.all_step_shapes(cfg.schedule)))
     fns = engine.StepFunctions(grad={k: grad_fn(k) for k in keys}, update={False: donating("update"), True: donating("update")},
                                eval={}, untie=donating("untie"), seconds=0.0)
-    session = engine.Session(cfg=cfg, mesh=mesh, ranks=list(range(cfg.data.num_ranks)), loader=None, val_batches=[],
+    session = engine.Session(cfg=cfg, kernels=None, mesh=mesh, ranks=list(range(cfg.data.num_ranks)), loader=None, val_batches=[],
                              shapes={}, shardings={})  # what warm_up reads: the config, the mesh and the local ranks
     engine.warm_up(session, fns, state)
     assert calls == [("grad", k) for k in keys] + [("update",), ("update",), ("untie",)]
