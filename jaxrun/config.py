@@ -342,12 +342,13 @@ def validate(cfg: Config) -> None:
         bad = [i for i in getattr(m, name) if not 0 <= i < m.num_layers or i in m.no_attention_layers]
         if bad:
             raise ConfigError(f"model.{name} names layers without attention or out of range: {bad}")
-    from jaxrun import schedule  # imports config: resolved at call time
-
-    try:
-        schedule.check_lengths(s)
-    except ValueError as err:
-        raise ConfigError(f"schedule: {err}") from err
+    # Any number of phases (jaxrun.schedule.stages), but every per-phase list describes the same ones
+    n = len(s.seqs_per_rank)
+    found = {"seqs_per_rank": n, "lr_max": len(s.lr_max), "mtp_weights": len(s.mtp_weights), "window_blocks": len(s.window_blocks)}
+    if n < 1 or found["lr_max"] != n or found["mtp_weights"] != n or found["window_blocks"] != n + 1:
+        raise ConfigError("schedule: seqs_per_rank, lr_max and mtp_weights need one entry per phase (at least one), "
+                          "window_blocks one per phase and one for the extension; found "
+                          + ", ".join(f"{k} {v}" for k, v in found.items()))
     if cfg.data.num_ranks < 1:
         raise ConfigError("data.num_ranks must be >= 1")
 

@@ -70,17 +70,6 @@ def num_stages(cfg: ScheduleConfig) -> int:
     return _num_phases(cfg) + 1
 
 
-def check_lengths(cfg: ScheduleConfig) -> None:
-    """The per-phase settings must describe the same number of phases (>= 1), window_blocks one more (the extension).
-    Raises ValueError naming the lengths found."""
-    n = len(cfg.seqs_per_rank)
-    found = {"seqs_per_rank": n, "lr_max": len(cfg.lr_max), "mtp_weights": len(cfg.mtp_weights),
-             "window_blocks": len(cfg.window_blocks)}
-    if n < 1 or found["lr_max"] != n or found["mtp_weights"] != n or found["window_blocks"] != n + 1:
-        raise ValueError("seqs_per_rank, lr_max and mtp_weights need one entry per phase (at least one), window_blocks one "
-                         "per phase and one for the extension; found " + ", ".join(f"{k} {v}" for k, v in found.items()))
-
-
 def tied_at(s: int, cfg: ScheduleConfig) -> bool:
     """Whether the input embedding is still the lm_head after s optimizer steps, i.e. during training step s and at the
     validation after s steps: the untie happens after the optimizer step of untie_step (recipe §1.11, §4)."""
@@ -310,7 +299,6 @@ __all__ = [
     "stage_label",
     "stages",
     "num_stages",
-    "check_lengths",
     "tied_at",
     "step_shape",
     "tokens_per_rank",
