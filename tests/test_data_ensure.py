@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxrun import schedule
-from jaxrun.config import CONFIG_DIR, REPO_ROOT, DataConfig, load_config
+from jaxrun.config import DataConfig, load_config
 from jaxrun.data import DataError, TrainLoader, ensure_shards, val_batches, write_shard
 
 B = 50256

@@ -9,7 +9,6 @@ the JSON it wrote.
 
 import json
 import math
-import os
 import re
 import statistics
 
