@@ -300,24 +300,17 @@ def compile_step_functions(session: Session, steps=None, evals=None) -> StepFunc
     (--stop-at) compiles only what its steps need; its resume compiles the rest."""
     cfg, mesh, shapes, shardings = session.cfg, session.mesh, session.shapes, session.shardings
     t0 = time.perf_counter()
-    params_shapes = shapes["params"]
-    params_abstract = _replicated_abstract(params_shapes, mesh)
+    params_abstract = _replicated_abstract(shapes["params"], mesh)
     dyn0 = jax.tree.map(jnp.asarray, dyn_inputs(cfg, 0))
     steps = range(cfg.schedule.total_steps) if steps is None else steps
     lowered = {}
     for shape in dict.fromkeys(schedule.step_shape(s, cfg.schedule) for s in steps):
         key = ("grad", grad_key(shape))
         if key not in lowered:
-            fn = make_grad_fn(cfg, mesh, (shape.window_short, shape.window_long), shape.tied, session.kernels)(params_shapes)
-            batch = {k: jax.ShapeDtypeStruct((cfg.data.num_ranks, shape.tokens_per_rank), jnp.int32,
-                                             sharding=sharding.batch_sharding(mesh)) for k in BATCH_KEYS}
-            lowered[key] = fn.lower(params_abstract, batch, dyn0)
+            lowered[key] = lower_grad_fn(cfg, mesh, shapes, shape, session.kernels)
         key = ("update", shape.adam)
         if key not in lowered:
-            grads_abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=s),
-                                          params_shapes, sharding.zero_shardings(params_shapes, mesh))
-            lowered[key] = make_update_fn(cfg, mesh, shardings, shape.adam).lower(
-                abstract_like(shapes, shardings), grads_abstract, jnp.int32(0))
+            lowered[key] = lower_update_fn(cfg, mesh, shapes, shardings, shape.adam)
     for s in eval_steps(cfg) if evals is None else evals:
         key = ("eval", eval_variant(cfg, s))
         if key not in lowered:
@@ -336,6 +329,26 @@ def compile_step_functions(session: Session, steps=None, evals=None) -> StepFunc
 
 def _replicated_abstract(tree, mesh):
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)), tree)
+
+
+def batch_abstract(cfg: Config, mesh, tokens_per_rank: int) -> dict:
+    """The global batch of a step as the gradient function takes it: (num_ranks, tokens per rank) int32 per key."""
+    return {k: jax.ShapeDtypeStruct((cfg.data.num_ranks, tokens_per_rank), jnp.int32, sharding=sharding.batch_sharding(mesh))
+            for k in BATCH_KEYS}
+
+
+def lower_grad_fn(cfg: Config, mesh, shapes, shape: schedule.StepShape, kernels: ops.Kernels | None = None):
+    """The gradient function of one step variant, lowered for the state layout ``shapes`` (init_state's) on ``mesh``."""
+    fn = make_grad_fn(cfg, mesh, (shape.window_short, shape.window_long), shape.tied, kernels)(shapes["params"])
+    return fn.lower(_replicated_abstract(shapes["params"], mesh), batch_abstract(cfg, mesh, shape.tokens_per_rank),
+                    jax.tree.map(jnp.asarray, dyn_inputs(cfg, 0)))
+
+
+def lower_update_fn(cfg: Config, mesh, shapes, shardings, adam: bool):
+    """The optimizer function (Adam or not), lowered for fp32 gradients in the ZeRO layout."""
+    grads = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=s), shapes["params"],
+                         sharding.zero_shardings(shapes["params"], mesh))
+    return make_update_fn(cfg, mesh, shardings, adam).lower(abstract_like(shapes, shardings), grads, jnp.int32(0))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -207,23 +207,14 @@ def main() -> None:
         "audit states must share one step variant (phase)"
     windows = (shape.window_short, shape.window_long)
     resolved = dict(cfg.model.backends)  # resolved once by engine.setup
-
-    def grad_fn(c, kernels):
-        return engine.make_grad_fn(c, mesh, windows, shape.tied, kernels)(shapes["params"])
-
-    batch_abstract = {k: jax.ShapeDtypeStruct((cfg.data.num_ranks, shape.tokens_per_rank), jnp.int32,
-                                              sharding=sharding.batch_sharding(mesh)) for k in ("inputs", "targets", "seg_ids")}
-    params_abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding.replicated(mesh)),
-                                   shapes["params"])
-    dyn0 = jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, 0))
-    lowered = {"loop": grad_fn(cfg, session.kernels).lower(params_abstract, batch_abstract, dyn0)}
     bf16_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, fp8_head=False))
-    lowered["bf16"] = grad_fn(bf16_cfg, session.kernels).lower(params_abstract, batch_abstract, dyn0)
+    lowered = {"loop": engine.lower_grad_fn(cfg, mesh, shapes, shape, session.kernels),
+               "bf16": engine.lower_grad_fn(bf16_cfg, mesh, shapes, shape, session.kernels)}
     sinks = {}
     for head_backend in heads:  # the run's kernels with the head swapped for the tapped one
         sinks[head_backend] = sink = []
         tapped = dataclasses.replace(session.kernels, lm_head=tapped_head(head_backend, sink))
-        lowered[head_backend] = grad_fn(cfg, tapped).lower(params_abstract, batch_abstract, dyn0)
+        lowered[head_backend] = engine.lower_grad_fn(cfg, mesh, shapes, shape, tapped)
     with ThreadPoolExecutor(len(lowered)) as pool:
         compiled = dict(zip(lowered, pool.map(lambda low: low.compile(), lowered.values())))
 

@@ -58,10 +58,8 @@ def step_collectives(cfg: Config, devices: int) -> dict:
     import dataclasses
 
     import jax
-    import jax.numpy as jnp
 
     from jaxrun import engine, sharding
-    from jaxrun.checkpoint import abstract_like
 
     if jax.device_count() < devices:
         raise ConfigError(f"{devices} devices needed, this process has {jax.device_count()} (on CPU set "
@@ -71,21 +69,13 @@ def step_collectives(cfg: Config, devices: int) -> dict:
     mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:devices])
     shapes = jax.eval_shape(lambda k: engine.init_state(cfg, k), jax.random.PRNGKey(0))
     shardings = engine.state_shardings(shapes, mesh)
-    dyn = jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, 1))
-    params = engine._replicated_abstract(shapes["params"], mesh)
     out = {}
     for tied in (True, False):
         shape = schedule.step_shape(1 if tied else schedule.untie_step(small) + 1, small)
-        batch = {k: jax.ShapeDtypeStruct((cfg.data.num_ranks, shape.tokens_per_rank), jnp.int32,
-                                         sharding=sharding.batch_sharding(mesh)) for k in engine.BATCH_KEYS}
-        grad = engine.make_grad_fn(cfg, mesh, (shape.window_short, shape.window_long), tied)(shapes["params"])
-        out["grad_tied" if tied else "grad_untied"] = grad.lower(params, batch, dyn).compile().as_text()
-    grads = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=s), shapes["params"],
-                         sharding.zero_shardings(shapes["params"], mesh))
+        out["grad_tied" if tied else "grad_untied"] = engine.lower_grad_fn(cfg, mesh, shapes, shape).compile().as_text()
     for adam in (True, False):
-        update = engine.make_update_fn(cfg, mesh, shardings, adam)
-        out["update_adam" if adam else "update_muon"] = update.lower(abstract_like(shapes, shardings), grads,
-                                                                     jnp.int32(1)).compile().as_text()
+        lowered = engine.lower_update_fn(cfg, mesh, shapes, shardings, adam)
+        out["update_adam" if adam else "update_muon"] = lowered.compile().as_text()
     result = {}
     for variant, hlo in out.items():
         rows = []

@@ -89,21 +89,12 @@ def test_optimizer_state_is_really_sharded():
 
 
 def _compiled_step(cfg, mesh):
+    """The HLO of step 1's gradient function and of the Adam update, lowered as the training run lowers them."""
     shapes = jax.eval_shape(lambda k: engine.init_state(cfg, k), jax.random.PRNGKey(0))
     shardings = engine.state_shardings(shapes, mesh)
     shape = schedule.step_shape(1, cfg.schedule)
-    params = engine._replicated_abstract(shapes["params"], mesh)
-    batch = {k: jax.ShapeDtypeStruct((8, shape.tokens_per_rank), jnp.int32, sharding=sharding.batch_sharding(mesh))
-             for k in ("inputs", "targets", "seg_ids")}
-    dyn = jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, 1))
-    grad = engine.make_grad_fn(cfg, mesh, (shape.window_short, shape.window_long), True)(shapes["params"])
-    grads_abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=s),
-                                  shapes["params"], sharding.zero_shardings(shapes["params"], mesh))
-    update = engine.make_update_fn(cfg, mesh, shardings, adam=True)
-    from jaxrun.checkpoint import abstract_like
-
-    return (grad.lower(params, batch, dyn).compile().as_text(),
-            update.lower(abstract_like(shapes, shardings), grads_abstract, jnp.int32(1)).compile().as_text())
+    return (engine.lower_grad_fn(cfg, mesh, shapes, shape).compile().as_text(),
+            engine.lower_update_fn(cfg, mesh, shapes, shardings, adam=True).compile().as_text())
 
 
 def test_collectives_of_the_compiled_step():
