@@ -352,13 +352,14 @@ def bench_model(cfg: Config, phase: int | None = None, seed: int = 0) -> dict:
     params = jax.jit(lambda k: model.init_params(cfg.model, k))(jax.random.key(seed))
     dyn = engine.dyn_inputs(cfg, s)
     windows = (shape.window_short, shape.window_long)
+    kernels = ops.kernels(cfg.model.backends)  # resolved and imported once, as the engine does
     loss_and_grads = jax.value_and_grad(
-        lambda p, b, d: model.train_loss(p, b, d, cfg=cfg.model, windows=windows, tied=shape.tied))
+        lambda p, b, d: model.train_loss(p, b, d, cfg=cfg.model, windows=windows, tied=shape.tied, kernels=kernels))
     ms, compile_s = time_ms(loss_and_grads, (params, batch, dyn), samples=5, min_sample_s=0.0)
     step_flops = train_step_flops(cfg.model, np.asarray(batch["seg_ids"])[None], windows)
     result = {
         "phase": stepbench.phase_label(cfg, phase), "step": s, "tokens": t, "windows": list(windows), "tied": shape.tied,
-        "backends": ops.resolve_backends(cfg.model.backends),
+        "backends": dict(kernels.backends),
         "ms": ms, "compile_s": compile_s, "tflops": step_flops / ms * 1e-9, "flops": step_flops,
         "peak_memory_bytes": engine.peak_memory_bytes(jax.local_devices()[:1]),
     }

@@ -171,8 +171,8 @@ def scale_weight(w, lam):
 
 class GPT(nn.Module):
     cfg: ModelConfig
-    # None: built from cfg.backends on each apply (kept while callers move to passing kernels=; it resolves "auto"
-    # during tracing, which passing the Kernels avoids).
+    # The engine and the benchmarks pass the Kernels they built once; None (direct calls, tests) builds them from
+    # cfg.backends on each apply, which resolves "auto" while tracing.
     kernels: ops.Kernels | None = None
 
     def setup(self):
