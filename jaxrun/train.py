@@ -228,13 +228,13 @@ class _Run:
 
     def _compile(self, start: int, state) -> engine.StepFunctions:
         session, log, cfg = self.session, self.log, self.session.cfg
-        self.logged_vals = {m["step"] for m in log.metrics if "val_loss" in m}  # a resumed run does not repeat them
+        logged = {m["step"] for m in log.metrics if "val_loss" in m}  # a resumed run does not repeat them
+        self.val_due = set(engine.eval_steps(cfg)) - logged
         # --stop-at bounds the steps this process will run (a time limit does not: it may reach the end)
-        self.last = self.total if self.opts.stop_at is None else max(start, min(self.total, self.opts.stop_at))
-        evals = [s for s in engine.eval_steps(cfg)
-                 if start <= s <= self.last and (s < self.last or s == self.total) and s not in self.logged_vals]
+        last = self.total if self.opts.stop_at is None else max(start, min(self.total, self.opts.stop_at))
+        evals = [s for s in sorted(self.val_due) if start <= s <= last and (s < last or s == self.total)]
         log.print("Compiling model and warming up kernels")
-        fns = engine.compile_step_functions(session, steps=range(start, self.last), evals=evals)
+        fns = engine.compile_step_functions(session, steps=range(start, last), evals=evals)
         counts = fns.counts()
         log.print(f"compiled {counts['grad']} gradient, {counts['update']} update and {counts['eval']} eval variants in {fns.seconds:.1f}s")
         log.metric({"event": "compile", "seconds": fns.seconds, "grad_variants": counts["grad"], "eval_variants": counts["eval"]})
@@ -250,7 +250,7 @@ class _Run:
         jax.block_until_ready(state)
         clock.start()
         for s in range(start, total + 1):
-            if (s % cfg.run.val_every == 0 or s == total) and s not in self.logged_vals:
+            if s in self.val_due:
                 self._settle()
                 clock.pause(state)
                 self._validate(fns, state, s, clock)
