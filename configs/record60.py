@@ -44,7 +44,8 @@ MODEL = ModelConfig(
     eval_token_chunk=16384,
     # the fastest measured backend per op on this GPU (jaxrun/assets/auto_backends.json, or what
     # `python -m jaxrun.bench ops` recorded here); xla on a CPU
-    backends=(("attention", "auto"), ("lm_head", "auto"), ("mlp", "auto"), ("cross_entropy", "auto")),
+    backends=(("attention", "auto"), ("lm_head", "auto"), ("mlp", "auto"), ("cross_entropy", "auto"),
+              ("head_loss", "auto")),
 )
 
 _SMALL = (0.9, 0.99)

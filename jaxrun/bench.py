@@ -321,12 +321,38 @@ def cross_entropy_cases(cfg: Config | None = None, names=("xla", "triton")) -> l
     return cases
 
 
+def head_loss_cases(cfg: Config | None = None, names=("xla", "triton")) -> list[Case]:
+    """The training loss of the FP8 head and the CE (phase-1 weights), forward + backward per phase: xla is the two
+    ops in a row (the xla head, then the triton CE where it runs, else the xla CE), triton the fused kernel. The floor
+    counts the FP8 products at the FP8 rate, or the logits' bytes once read and their e5m2 gradient written."""
+    cfg = cfg or load_config(CONFIG_DIR / "record60.py")
+    m = cfg.model
+    v, d, depth = m.vocab_size, m.model_dim, max(len(w) for w in cfg.schedule.mtp_weights)
+    found = backends("head_loss", names)
+    on_gpu = jax.default_backend() == "gpu"  # the triton module imports anywhere; its kernels run only there
+    ce_name = "triton" if on_gpu and "triton" in backends("cross_entropy", ("triton",)) else "xla"
+    parts = {"lm_head": ops.lm_head_xla, "cross_entropy": ops.get("cross_entropy", ce_name)}
+    weights = jnp.asarray(cfg.schedule.mtp_weights[0] + (0.0,) * (depth - len(cfg.schedule.mtp_weights[0])), jnp.float32)
+    cases = []
+    for t in training_tokens(cfg):
+        h, w = _random(1, (t, d)), _random(2, (v, d), m.init_lm_head_std * 50)
+        targets = jax.random.randint(jax.random.key(3), (t,), 0, v, jnp.int32)
+        for backend, head_loss in found.items():
+            loss = lambda h, w, head_loss=head_loss, targets=targets: head_loss(  # noqa: E731
+                h, w, targets, weights, fp8=True, scales=m.fp8_scales, softcap=m.softcap, **parts)
+            note = f"lm_head xla + cross_entropy {ce_name}" if backend == "xla" else "one kernel for CE + e5m2 grad"
+            cases.append(Case(f"head_loss T={t} fp8 fwd+bwd", backend, with_vjp(loss), (h, w, jnp.float32(1.0)),
+                              3 * 2.0 * t * v * d, 3.0 * t * v, "fp8", note=note))  # fmt: skip
+    return cases
+
+
 # op -> case builder(cfg, backend names); backend names are the ops registry's plus bench-only references.
 OP_CASES: dict[str, Callable[..., list[Case]]] = {
     "attention": attention_cases,
     "lm_head": lm_head_cases,
     "mlp": mlp_cases,
     "cross_entropy": cross_entropy_cases,
+    "head_loss": head_loss_cases,
 }
 
 

@@ -68,7 +68,8 @@ class ModelConfig:
     fp8_head: bool  # FP8 lm head in training (eval is always bf16)
     eval_token_chunk: int  # validation head + CE run over this many tokens at a time (recipe §2.2 memory hint)
     # Backend per heavy op: "xla" | "triton" | "cudnn" | "auto" (jaxrun.ops).
-    backends: tuple[tuple[str, str], ...] = (("attention", "xla"), ("lm_head", "xla"), ("mlp", "xla"), ("cross_entropy", "xla"))
+    backends: tuple[tuple[str, str], ...] = (("attention", "xla"), ("lm_head", "xla"), ("mlp", "xla"), ("cross_entropy", "xla"),
+                                             ("head_loss", "xla"))
 
     def backend(self, op: str) -> str:
         return dict(self.backends)[op]
@@ -366,12 +367,21 @@ def to_json(cfg: Config) -> str:
 _REMOVED_DATA_KEYS = frozenset({"cu_seqlens_multiple", "cu_seqlens_tokens_per_doc"})
 
 
+def _with_head_loss(model: dict) -> dict:
+    """A config.json from before the head_loss op names four ops: it ran the head and the cross entropy as two ops,
+    which is head_loss's xla backend, so a resumed run keeps doing exactly that."""
+    backends = model.get("backends")
+    if backends is not None and "head_loss" not in {op for op, _ in backends}:
+        model = {**model, "backends": (*backends, ("head_loss", "xla"))}
+    return model
+
+
 def from_dict(d: dict) -> Config:
     """Inverse of to_dict (used to reload runs/<name>/config.json on resume); ignores _REMOVED_DATA_KEYS."""
     optim = dict(d["optim"])
     optim["adam_groups"] = tuple((name, AdamGroup(g["lr_mul"], g["wd_mul"], tuple(g["betas"]))) for name, g in optim["adam_groups"])
     sections = {
-        "model": ModelConfig(**{k: _to_tuple(v) for k, v in d["model"].items()}),
+        "model": ModelConfig(**_with_head_loss({k: _to_tuple(v) for k, v in d["model"].items()})),
         "optim": OptimConfig(**{k: (v if k == "adam_groups" else _to_tuple(v)) for k, v in optim.items()}),
         "schedule": ScheduleConfig(**{k: _to_tuple(v) for k, v in d["schedule"].items()}),
         "data": DataConfig(**{k: v for k, v in d["data"].items() if k not in _REMOVED_DATA_KEYS}),

@@ -101,7 +101,7 @@ def backward_variants(t: dict, scales, heads) -> dict:
     the new accumulation settings), against an fp32 product of the same FP8 operands; ms per call beside."""
     import time
 
-    from jaxrun.ops import _scaled_fp8_dot
+    from jaxrun.ops import scaled_fp8_dot
 
     xs, ws, gs = scales
     xq, wq, g = (jnp.asarray(t[k]) for k in ("xq", "wq", "g"))
@@ -119,10 +119,10 @@ def backward_variants(t: dict, scales, heads) -> dict:
     out = {"tap": {"dh": rel(t["dh"], dh_ref), "dw": rel(t["dw"], dw_ref)}}
     print(f"    {'tap (in the step)':<20} dh {out['tap']['dh']:.4g}  dw {out['tap']['dw']:.4g}")
     cases = {
-        "xla_fast": jax.jit(lambda gq, wq, xq: (_scaled_fp8_dot(gq, wq, (1, 0), gs * ws, fast_accum=True),
-                                                _scaled_fp8_dot(gq, xq, (0, 0), gs * xs, fast_accum=True))),
-        "xla_accurate": jax.jit(lambda gq, wq, xq: (_scaled_fp8_dot(gq, wq, (1, 0), gs * ws, fast_accum=False),
-                                                    _scaled_fp8_dot(gq, xq, (0, 0), gs * xs, fast_accum=False))),
+        "xla_fast": jax.jit(lambda gq, wq, xq: (scaled_fp8_dot(gq, wq, (1, 0), gs * ws, fast_accum=True),
+                                                scaled_fp8_dot(gq, xq, (0, 0), gs * xs, fast_accum=True))),
+        "xla_accurate": jax.jit(lambda gq, wq, xq: (scaled_fp8_dot(gq, wq, (1, 0), gs * ws, fast_accum=False),
+                                                    scaled_fp8_dot(gq, xq, (0, 0), gs * xs, fast_accum=False))),
     }
     if "triton" in heads:
         from jaxrun.kernels import fp8_head as k
@@ -213,7 +213,8 @@ def main() -> None:
     sinks = {}
     for head_backend in heads:  # the run's kernels with the head swapped for the tapped one
         sinks[head_backend] = sink = []
-        tapped = dataclasses.replace(session.kernels, lm_head=tapped_head(head_backend, sink))
+        # the head as its own op (head_loss's xla backend composes it), so the tap sees the head's gradient
+        tapped = dataclasses.replace(session.kernels, lm_head=tapped_head(head_backend, sink), head_loss=ops.head_loss_xla)
         lowered[head_backend] = engine.lower_grad_fn(cfg, mesh, shapes, shape, tapped)
     with ThreadPoolExecutor(len(lowered)) as pool:
         compiled = dict(zip(lowered, pool.map(lambda low: low.compile(), lowered.values())))

@@ -251,9 +251,9 @@ class GPT(nn.Module):
         """SUM over rows of the soft-capped MTP cross entropy (recipe §2.1), FP8 head if cfg.fp8_head."""
         cfg = self.cfg
         h = self.hidden(batch, dyn, windows, tied)
-        head, cross_entropy = self.ops.lm_head, self.ops.cross_entropy
-        logits = head(h, self.p["lm_head"], fp8=cfg.fp8_head, scales=cfg.fp8_scales)
-        return jnp.sum(cross_entropy(logits, batch["targets"], dyn["mtp_weights"], softcap=cfg.softcap))
+        return self.ops.head_loss(h, self.p["lm_head"], batch["targets"], dyn["mtp_weights"], fp8=cfg.fp8_head,
+                                  scales=cfg.fp8_scales, softcap=cfg.softcap, lm_head=self.ops.lm_head,
+                                  cross_entropy=self.ops.cross_entropy)
 
     def eval_loss(self, batch, dyn, windows, tied):
         """Mean next-token soft-capped CE with the bf16 head, chunked over tokens (recipe §2.2)."""

@@ -11,6 +11,11 @@ Signatures (every backend keeps them exactly):
     lm_head(h, w, *, fp8, scales) -> logits                             (T, V) bf16, recipe §1.9
     mlp(u, fc, proj) -> out                                             (T, D) bf16, recipe §1.8, §14.3
     cross_entropy(logits, targets, mtp_weights, *, softcap) -> loss     (T,) f32 per row, recipe §2.1
+    head_loss(h, w, targets, mtp_weights, *, fp8, scales, softcap, lm_head, cross_entropy) -> loss
+                                                                        f32 scalar: the training loss, Σ of the rows
+``head_loss`` is the training loss of the head and the cross entropy together: its xla backend composes the two ops
+(the lm_head and cross_entropy functions it is passed, of their own backends); its triton backend is one kernel that
+also writes the FP8 head's e5m2 gradient (jaxrun.kernels.softcap_ce.head_loss).
 ``eval_loss`` (recipe §2.2) is the chunked driver around a head and a cross entropy of any backend.
 """
 
@@ -31,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-OPS = ("attention", "lm_head", "mlp", "cross_entropy")
+OPS = ("attention", "lm_head", "mlp", "cross_entropy", "head_loss")
 
 # (op, backend) -> "module:function". GPU backends are imported lazily by get().
 BACKENDS: Mapping[tuple[str, str], str] = MappingProxyType(
@@ -45,6 +50,8 @@ BACKENDS: Mapping[tuple[str, str], str] = MappingProxyType(
         ("mlp", "triton"): "jaxrun.kernels.relu2_mlp:mlp",
         ("cross_entropy", "xla"): "jaxrun.ops:cross_entropy_xla",
         ("cross_entropy", "triton"): "jaxrun.kernels.softcap_ce:cross_entropy",
+        ("head_loss", "xla"): "jaxrun.ops:head_loss_xla",
+        ("head_loss", "triton"): "jaxrun.kernels.softcap_ce:head_loss",
     }
 )
 
@@ -168,19 +175,21 @@ def get(op: str, backend: str, *, measured: Mapping[str, str] | None = None) -> 
         raise BackendUnavailableError(
             f"backend {backend!r} of op {op!r} ({target}) is not available here: {type(err).__name__}: {err}. "
             f"GPU backends need a GPU with jax-triton installed; on CPU use 'xla' "
-            f"(--set \"model.backends=(('attention','xla'),('lm_head','xla'),('mlp','xla'),('cross_entropy','xla'))\")."
+            f"(--set \"model.backends=(('attention','xla'),('lm_head','xla'),('mlp','xla'),('cross_entropy','xla'),"
+            f"('head_loss','xla'))\")."
         ) from err
 
 
 @dataclasses.dataclass(frozen=True)
 class Kernels:
-    """The four op functions the model calls, with the backends they are (``backends``: (op, name) pairs in OPS order,
+    """The five op functions the model calls, with the backends they are (``backends``: (op, name) pairs in OPS order,
     "auto" already resolved). Frozen and hashable; ``dataclasses.replace(k, lm_head=f)`` swaps one op."""
 
     attention: Callable
     lm_head: Callable
     mlp: Callable
     cross_entropy: Callable
+    head_loss: Callable
     backends: tuple[tuple[str, str], ...]
 
     def backend(self, op: str) -> str:
@@ -340,7 +349,7 @@ def bf16_scale_pair(scale: float) -> tuple[float, float]:
     return float(p[best]), float(q[best])
 
 
-def _scaled_fp8_dot(a, b, contract: tuple[int, int], scale: float, *, fast_accum: bool):
+def scaled_fp8_dot(a, b, contract: tuple[int, int], scale: float, *, fast_accum: bool):
     """bf16 (a_fp8 . b_fp8) * scale, accumulated in fp32 and rounded once.
 
     On CUDA it is written so that XLA makes it one cuBLASLt FP8 GEMM with the scale in its epilogue and a bf16 output
@@ -377,7 +386,7 @@ def _fp8_head_fwd(h, w, scales):
     x_scale, w_scale, _ = scales
     xq = quantize_fp8(h, x_scale, jnp.float8_e4m3fn)
     wq = quantize_fp8(w, w_scale, jnp.float8_e4m3fn)
-    logits = _scaled_fp8_dot(xq, wq, (1, 1), x_scale * w_scale, fast_accum=True)
+    logits = scaled_fp8_dot(xq, wq, (1, 1), x_scale * w_scale, fast_accum=True)
     return logits, (xq, wq)  # the backward uses the quantised copies (recipe §1.9)
 
 
@@ -385,8 +394,8 @@ def _fp8_head_bwd(scales, residuals, g):
     x_scale, w_scale, g_scale = scales
     xq, wq = residuals
     gq = quantize_fp8(g, g_scale, jnp.float8_e5m2)
-    dh = _scaled_fp8_dot(gq, wq, (1, 0), g_scale * w_scale, fast_accum=False)
-    dw = _scaled_fp8_dot(gq, xq, (0, 0), g_scale * x_scale, fast_accum=False)  # fp32 accumulation, stored as the bf16 grad
+    dh = scaled_fp8_dot(gq, wq, (1, 0), g_scale * w_scale, fast_accum=False)
+    dw = scaled_fp8_dot(gq, xq, (0, 0), g_scale * x_scale, fast_accum=False)  # fp32 accumulation, stored as the bf16 grad
     return dh, dw
 
 
@@ -435,6 +444,13 @@ _mlp.defvjp(_mlp_fwd, _mlp_bwd)
 # ----------------------------------------------------------------------------------------------------------------------
 # Soft-capped cross entropy with multi-token prediction (recipe §1.10, §2.1)
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def head_loss_xla(h, w, targets, mtp_weights, *, fp8: bool, scales, softcap, lm_head: Callable, cross_entropy: Callable):
+    """The training loss Σ_i loss_i (recipe §2.1) as the two ops compose it: logits = lm_head(h, w), then the per-row
+    cross entropy, summed. lm_head and cross_entropy are those ops' functions (any backend)."""
+    logits = lm_head(h, w, fp8=fp8, scales=scales)
+    return jnp.sum(cross_entropy(logits, targets, mtp_weights, softcap=softcap))
 
 
 def softcap_logits(logits, softcap: tuple[float, float, float]):
@@ -567,8 +583,11 @@ __all__ = [
     "cross_entropy_xla",
     "eval_loss",
     "get",
+    "head_loss_xla",
     "kernels",
     "lm_head_xla",
     "mlp_xla",
+    "quantize_fp8",
+    "scaled_fp8_dot",
     "softcap_logits",
 ]

@@ -78,6 +78,15 @@ def test_a_config_json_with_the_removed_cu_seqlens_fields_still_loads():
         from_dict(old)
 
 
+def test_a_config_json_from_before_the_head_loss_op_resumes_with_the_two_ops_it_ran():
+    """Four backends in an old config.json: the head and the CE ran as two ops, which is head_loss's xla backend."""
+    cfg = load_config(RECORD)
+    old = to_dict(cfg)
+    old["model"]["backends"] = [[op, "triton"] for op in ("attention", "lm_head", "mlp", "cross_entropy")]
+    assert from_dict(old).model.backends == (("attention", "triton"), ("lm_head", "triton"), ("mlp", "triton"),
+                                              ("cross_entropy", "triton"), ("head_loss", "xla"))
+
+
 @pytest.mark.parametrize("override, message", [
     ("schedule.scheduled_steps=0", "schedule.scheduled_steps = 0: every value must be >= 1"),
     ("schedule.scheduled_steps=-5", "schedule.scheduled_steps = -5: every value must be >= 1"),

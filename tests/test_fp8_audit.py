@@ -29,7 +29,7 @@ def _config(head_backend: str, fp8: bool = True):
     """The tiny model of the record's design with the record's vocabulary, one 16,384-token micro-batch, all ops xla
     except the head under test."""
     cfg = load_config(CONFIG_DIR / "tiny.py")
-    backends = (("attention", "xla"), ("lm_head", head_backend), ("mlp", "xla"), ("cross_entropy", "xla"))
+    backends = (("attention", "xla"), ("lm_head", head_backend), ("mlp", "xla"), ("cross_entropy", "xla"), ("head_loss", "xla"))
     model = dataclasses.replace(cfg.model, fp8_head=fp8, backends=backends)
     schedule = dataclasses.replace(cfg.schedule, seq_len=T // cfg.schedule.seqs_per_rank[0] // 1)
     return dataclasses.replace(cfg, model=model, schedule=schedule)
@@ -163,3 +163,32 @@ def test_taps_record_what_the_head_computes_on_cpu():
     assert _rel(t["dh"], gq.astype(np.float64) @ wq * (gs * ws)) < 5e-3
     assert _rel(t["dw"], gq.astype(np.float64).T @ xq * (gs * xs)) < 5e-3
     assert e["tokens"].shape == (256,) and e["de"].shape == (256, cfg.model.model_dim)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_fused_head_loss_in_the_compiled_step_gives_the_separate_ops_gradients(tied):
+    """The loop's gradient function (engine.make_grad_fn) with head_loss's triton backend (one kernel for the CE and
+    the e5m2 gradient) against the same function with the head and the CE as two ops (head_loss xla, CE triton), on
+    the peaked output distribution of training: the same loss and, to the rounding of a rare e5m2 entry, the same
+    gradients of every parameter."""
+    pytest.importorskip("jax_triton")
+    results = {}
+    for head_loss in ("xla", "triton"):
+        cfg = _config("xla")
+        backends = (("attention", "xla"), ("lm_head", "xla"), ("mlp", "xla"), ("cross_entropy", "triton"),
+                    ("head_loss", head_loss))
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backends=backends))
+        params = _peaked_state(cfg)
+        params["embed"] = params["lm_head"]
+        mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:1])
+        windows = (cfg.schedule.window_block_size, 3 * cfg.schedule.window_block_size)
+        fn = engine.make_grad_fn(cfg, mesh, windows, tied)(jax.eval_shape(lambda p: p, params))
+        dyn = jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, 0))
+        results[head_loss] = jax.device_get(fn(params, {k: jnp.asarray(v) for k, v in _batch().items()}, dyn))
+    (loss_sep, grads_sep), (loss_fused, grads_fused) = results["xla"], results["triton"]
+    assert np.asarray(loss_fused).tobytes() == np.asarray(loss_sep).tobytes()
+    for name in grads_sep:
+        rel = _rel(grads_fused[name], grads_sep[name]) if np.any(np.asarray(grads_sep[name], np.float64)) else 0.0
+        assert rel < 1e-3, (name, rel)

@@ -144,6 +144,11 @@ def test_bench_cases_of_the_dense_ops():
     assert ce[0].bytes == 2 * ts[0] * v and ce[1].bytes == 6 * ts[0] * v and ce[0].flops == 0
     out = jax.jit(mlp[0].fn)(*mlp[0].args)
     assert out.shape == (ts[0], d) and bool(jnp.isfinite(out.astype(jnp.float32)).all())
+    loss = bench.head_loss_cases(cfg, ("xla",))
+    assert [c.name for c in loss] == [f"head_loss T={t} fp8 fwd+bwd" for t in ts]
+    assert loss[0].flops == 6 * ts[0] * v * d and loss[0].bytes == 3 * ts[0] * v and loss[0].rate == "fp8"
+    value, (dh, dw) = jax.jit(loss[0].fn)(*loss[0].args)
+    assert value.shape == () and dh.shape == (ts[0], d) and dw.shape == (v, d) and bool(jnp.isfinite(value))
 
 
 @pytest.mark.skipif(_has_gpu_kernels(), reason="checks the error raised where the kernels cannot run")
@@ -404,3 +409,82 @@ def test_cross_entropy_eval_shape():
     for part in (slice(0, rows), slice(t - rows, t)):
         ref, _, _ = _exact(_ce_reference)(logits[part], targets[part], weights, jnp.ones(rows))
         np.testing.assert_allclose(np.asarray(loss[part]), np.asarray(ref), rtol=2e-5, atol=2e-4)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# GPU: the fused FP8-head loss (head_loss's triton backend)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def _head_loss_inputs(t, v, d, seed, logit_spread=40.0):
+    kh, kw, kt = jax.random.split(jax.random.key(seed), 3)
+    h = _random(kh, (t, d))
+    w = _random(kw, (v, d), logit_spread / d**0.5 / 2)  # logits of std ~ spread/2: a peaked, trained-like output
+    targets = jax.random.randint(kt, (t,), 0, v, jnp.int32)
+    return h, w, targets
+
+
+def _check_head_loss(t, v, d, weights, seed, cotangent=1.0):
+    """The fused op against recipe §1.9 + §2.1 written here: fp32 products of the quantised operands, the fp32 CE of
+    those logits, its gradient quantised to e5m2, the two backward products."""
+    h, w, targets = _head_loss_inputs(t, v, d, seed)
+    weights = jnp.asarray(weights, jnp.float32)
+    fused = lambda h, w, m: softcap_ce.head_loss(h, w, targets, m, fp8=True, scales=SCALES, softcap=SOFTCAP,  # noqa: E731
+                                                 lm_head=None, cross_entropy=None)
+    loss, (dh, dw, dm) = _value_and_vjp(fused, h, w, weights, jnp.float32(cotangent))
+
+    def reference(h, w, m):
+        logits, _, _ = _fp8_head_reference(h, w, jnp.zeros((t, v), jnp.float32))
+        rows, d_logits, d_m = _ce_reference(logits, targets, m, jnp.full((t,), cotangent, jnp.float32))
+        _, ref_dh, ref_dw = _fp8_head_reference(h, w, d_logits.astype(jnp.bfloat16))
+        return jnp.sum(rows), ref_dh, ref_dw, d_m
+
+    ref_loss, ref_dh, ref_dw, ref_dm = _exact(reference)(h, w, weights)
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=2e-5)
+    assert dh.dtype == dw.dtype == jnp.bfloat16
+    assert rel_err(dh, ref_dh) < 1e-2
+    assert rel_err(dw, ref_dw) < 1e-2
+    np.testing.assert_allclose(np.asarray(dm), np.asarray(ref_dm), rtol=1e-4)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("t, v, weights", [(7, 1000, (1.0, 0.5, 0.25)), (9, 4096 * 2 + 128, (0.7, 0.2, 0.0)),
+                                           (5, 50, (1.0,))])
+def test_head_loss_small_shapes(t, v, weights):
+    """Ragged vocab tails (the gradient pass's 4096-wide blocks and the tail), MTP rows past the end, one weight."""
+    _check_head_loss(t, v, 64, weights, seed=t * v)
+
+
+@pytest.mark.gpu
+@gpu
+def test_head_loss_record_shape_and_a_cotangent_other_than_one():
+    _check_head_loss(RECORD_T[0], MODEL.vocab_size, MODEL.model_dim, (1.0, 0.5, 0.25), seed=1)
+    _check_head_loss(300, MODEL.vocab_size, MODEL.model_dim, (1.0, 0.5, 0.25), seed=2, cotangent=0.37)
+
+
+@pytest.mark.gpu
+@gpu
+def test_head_loss_gradient_is_the_separate_ops_quantised_gradient():
+    """The fused kernel's e5m2 gradient against the one the separate ops make (the CE backward kernel's bf16 gradient
+    for an upstream 1, then the head's quantiser in XLA), and its loss against the forward kernel's: the same numbers,
+    one rounding at most apart."""
+    t, v, d = RECORD_T[0], MODEL.vocab_size, MODEL.model_dim
+    h, w, targets = _head_loss_inputs(t, v, d, seed=5)
+    weights = jnp.asarray((1.0, 0.5, 0.25), jnp.float32)
+    logits = jax.jit(lambda h, w: ops.lm_head_xla(h, w, fp8=True, scales=SCALES))(h, w)
+    loss, lse, terms, gq = jax.jit(lambda lg: softcap_ce.softcap_ce_fused_fp8(lg, targets, weights, SOFTCAP, SCALES[2]))(logits)
+    ref_loss, ref_lse, ref_terms = jax.jit(lambda lg: softcap_ce.softcap_ce_forward(lg, targets, weights, SOFTCAP))(logits)
+    ref_gq = jax.jit(lambda lg, lse: ops.quantize_fp8(
+        softcap_ce.softcap_ce_backward(lg, targets, weights, lse, jnp.ones((t,), jnp.float32), SOFTCAP),
+        SCALES[2], jnp.float8_e5m2))(logits, ref_lse)
+    assert gq.dtype == jnp.float8_e5m2 and gq.shape == (t, v)
+    for got, ref in ((loss, ref_loss), (lse, ref_lse), (terms, ref_terms)):
+        assert np.asarray(got).tobytes() == np.asarray(ref).tobytes()  # the same forward code and launch
+    got, ref = np.asarray(gq).astype(np.float32), np.asarray(ref_gq).astype(np.float32)
+    differ = got != ref
+    print(f"e5m2 gradient entries that differ: {differ.sum()} of {differ.size}")
+    assert differ.mean() < 1e-5
+    # where they differ, by one e5m2 step (2 mantissa bits: the neighbours are within a factor 1.25 .. 0.75)
+    ratio = got[differ] / np.where(ref[differ] == 0, np.nan, ref[differ])
+    assert np.all((np.abs(ratio - 1) <= 0.25) | (ref[differ] == 0) | (got[differ] == 0))

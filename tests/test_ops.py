@@ -475,28 +475,33 @@ def test_mlp_keeps_its_bf16_rounding_points_under_fusion():
 
 
 def test_backend_names_are_checked():
-    ops.check_backends((("attention", "auto"), ("lm_head", "triton"), ("mlp", "xla"), ("cross_entropy", "xla")))
+    ops.check_backends((("attention", "auto"), ("lm_head", "triton"), ("mlp", "xla"), ("cross_entropy", "xla"),
+                        ("head_loss", "triton")))
     with pytest.raises(ValueError, match="unknown backend 'cudnn' for 'mlp'"):
-        ops.check_backends((("attention", "xla"), ("lm_head", "xla"), ("mlp", "cudnn"), ("cross_entropy", "xla")))
+        ops.check_backends((("attention", "xla"), ("lm_head", "xla"), ("mlp", "cudnn"), ("cross_entropy", "xla"),
+                            ("head_loss", "xla")))
+    with pytest.raises(ValueError, match="must name 'head_loss' exactly once"):
+        ops.check_backends((("attention", "xla"), ("lm_head", "xla"), ("mlp", "xla"), ("cross_entropy", "xla")))
     with pytest.raises(ValueError, match="must name 'cross_entropy' exactly once"):
         ops.check_backends((("attention", "xla"), ("lm_head", "xla"), ("mlp", "xla")))
 
 
 def test_kernels_resolve_once_and_validate(monkeypatch):
     xla = {"attention": ops.attention_xla, "lm_head": ops.lm_head_xla, "mlp": ops.mlp_xla,
-           "cross_entropy": ops.cross_entropy_xla}
-    k = ops.kernels((("attention", "auto"), ("lm_head", "xla"), ("mlp", "auto"), ("cross_entropy", "xla")),
-                    measured={"attention": "xla"})  # mlp is not in the measured picks: auto means xla
+           "cross_entropy": ops.cross_entropy_xla, "head_loss": ops.head_loss_xla}
+    k = ops.kernels((("attention", "auto"), ("lm_head", "xla"), ("mlp", "auto"), ("cross_entropy", "xla"),
+                     ("head_loss", "xla")), measured={"attention": "xla"})  # mlp is not in the measured picks: xla
     assert {op: getattr(k, op) for op in xla} == xla
-    assert k.backends == (("attention", "xla"), ("lm_head", "xla"), ("mlp", "xla"), ("cross_entropy", "xla"))
+    assert k.backends == (("attention", "xla"), ("lm_head", "xla"), ("mlp", "xla"), ("cross_entropy", "xla"),
+                          ("head_loss", "xla"))
     assert k.backend("mlp") == "xla" and hash(k) == hash(ops.kernels(dict(k.backends)))  # a dict works too
     reads = []
     monkeypatch.setattr(ops, "measured_backends", lambda *a: reads.append(1) or {})
-    ops.kernels({"attention": "auto", "lm_head": "auto", "mlp": "auto", "cross_entropy": "auto"})
-    assert reads == [1]  # the measured tables are read once for all four ops
+    ops.kernels(dict.fromkeys(ops.OPS, "auto"))
+    assert reads == [1]  # the measured tables are read once for all five ops
     with pytest.raises(ValueError, match="unknown backend 'trition' for op 'attention'; known: cudnn, triton, xla"):
-        ops.kernels({"attention": "trition", "lm_head": "xla", "mlp": "xla", "cross_entropy": "xla"})
+        ops.kernels({**dict.fromkeys(ops.OPS, "xla"), "attention": "trition"})
     with pytest.raises(ValueError, match="must name 'mlp' exactly once"):
-        ops.kernels((("attention", "xla"), ("lm_head", "xla"), ("cross_entropy", "xla")))
+        ops.kernels((("attention", "xla"), ("lm_head", "xla"), ("cross_entropy", "xla"), ("head_loss", "xla")))
     with pytest.raises(ValueError, match="unknown op 'softmax'"):
-        ops.kernels({"attention": "xla", "lm_head": "xla", "mlp": "xla", "cross_entropy": "xla", "softmax": "xla"})
+        ops.kernels({**dict.fromkeys(ops.OPS, "xla"), "softmax": "xla"})

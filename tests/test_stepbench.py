@@ -70,8 +70,8 @@ def test_step_pairs_of_the_record():
 def test_json_has_the_environment_and_compile_times(result):
     assert result["environment"]["backend"] == "cpu" and result["jax"] == result["environment"]["jax"]
     assert result["config"] == "tiny" and result["devices"] == DEVICES and result["device_kind"] == "cpu"
-    assert result["backends"] == dict.fromkeys(("attention", "lm_head", "mlp", "cross_entropy"), "auto")  # as record60
-    assert result["backends_resolved"] == dict.fromkeys(("attention", "lm_head", "mlp", "cross_entropy"), "xla")  # CPU
+    assert result["backends"] == dict.fromkeys(("attention", "lm_head", "mlp", "cross_entropy", "head_loss"), "auto")  # as record60
+    assert result["backends_resolved"] == dict.fromkeys(("attention", "lm_head", "mlp", "cross_entropy", "head_loss"), "xla")  # CPU
     assert result["peak_tflops_per_device"] is None
     c = result["compile"]
     # one gradient variant (one shape, every step tied), Adam or not, eval at step 0 (tied) and the final one (untied)

@@ -170,7 +170,7 @@ def test_log_lines_parse_as_speedrun_logs(workdir):
     assert head[1].startswith("config tiny sha256:") and head[2].startswith("backends: attention=xla, lm_head=xla")
     assert head[3].startswith("devices: 1 x ")
     assert json.loads((run_dir / "config.json").read_text())["model"]["backends"] == [
-        ["attention", "xla"], ["lm_head", "xla"], ["mlp", "xla"], ["cross_entropy", "xla"]]
+        ["attention", "xla"], ["lm_head", "xla"], ["mlp", "xla"], ["cross_entropy", "xla"], ["head_loss", "xla"]]
     assert list(parsed.val_steps) == [0, 4, 8]
     assert parsed.finished and parsed.total_steps == 8
     assert list(parsed.step_steps) == list(range(1, 9))
@@ -310,9 +310,9 @@ def test_sigterm_during_compilation_exits_at_once_and_leaves_the_name_free(workd
 
 def test_auto_backends_are_resolved_once_and_bad_names_refused(capsys):
     record = load_config(train.__file__.replace("jaxrun/train.py", "configs/record60.py"))
-    assert dict(record.model.backends) == dict.fromkeys(("attention", "lm_head", "mlp", "cross_entropy"), "auto")
+    assert dict(record.model.backends) == dict.fromkeys(("attention", "lm_head", "mlp", "cross_entropy", "head_loss"), "auto")
     resolved = engine.resolved_config(record)
     assert all(b != "auto" for _, b in resolved.model.backends)  # on a CPU: xla for every op
-    bad = "model.backends=(('attention','trition'),('lm_head','xla'),('mlp','xla'),('cross_entropy','xla'))"
+    bad = "model.backends=(('attention','trition'),('lm_head','xla'),('mlp','xla'),('cross_entropy','xla'),('head_loss','xla'))"
     assert train.main(["--set", bad]) == train.EXIT_USAGE
     assert "unknown backend 'trition' for 'attention'; known: cudnn, triton, xla or 'auto'" in capsys.readouterr().err
