@@ -439,8 +439,9 @@ def _fused_head_loss_bwd(scales, softcap, residuals, c):
     xq, wq, gq, terms = residuals
     dh = scaled_fp8_dot(gq, wq, (1, 0), g_scale * w_scale, fast_accum=False)  # as the xla head's backward (issue #20)
     dw = scaled_fp8_dot(gq, xq, (0, 0), g_scale * x_scale, fast_accum=False)
-    c = c.astype(jnp.float32)
-    return ((dh * c.astype(dh.dtype)), (dw * c.astype(dw.dtype)), None, c * jnp.sum(terms, axis=0))
+    c = c.astype(jnp.float32)  # 1 in training: the products pass through unchanged
+    scaled = lambda x: (x.astype(jnp.float32) * c).astype(x.dtype)  # noqa: E731
+    return scaled(dh), scaled(dw), None, c * jnp.sum(terms, axis=0)
 
 
 _fused_head_loss.defvjp(_fused_head_loss_fwd, _fused_head_loss_bwd)

@@ -438,13 +438,17 @@ def _check_head_loss(t, v, d, weights, seed, cotangent=1.0):
     logits = jax.jit(lambda h, w: ops.lm_head_xla(h, w, fp8=True, scales=SCALES))(h, w)
 
     def reference(h, w, m):
-        rows, d_logits, d_m = _ce_reference(logits, targets, m, jnp.full((t,), cotangent, jnp.float32))
+        rows, d_logits, d_m = _ce_reference(logits, targets, m, jnp.ones((t,), jnp.float32))
         _, ref_dh, ref_dw = _fp8_head_reference(h, w, d_logits.astype(jnp.bfloat16))
-        return jnp.sum(rows), ref_dh, ref_dw, d_m
+        c = jnp.float32(cotangent)
+        return jnp.sum(rows), (ref_dh * c).astype(jnp.bfloat16), (ref_dw * c).astype(jnp.bfloat16), d_m * c
 
     ref_loss, ref_dh, ref_dw, ref_dm = _exact(reference)(h, w, weights)
-    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=2e-5)
+    # the CE kernels' per-row tolerance (test_cross_entropy_*: rtol 2e-5, atol 2e-4), summed over the rows
+    np.testing.assert_allclose(float(loss), float(ref_loss), rtol=2e-5, atol=2e-4 * t)
     assert dh.dtype == dw.dtype == jnp.bfloat16
+    # a cotangent c scales the products of the unit gradient (head_loss's docstring): c x the reference at c = 1, not
+    # the quantisation of c x the gradient, which differs by e5m2's rounding (12.5% on a peaked row's few large entries)
     assert rel_err(dh, ref_dh) < 1e-2
     assert rel_err(dw, ref_dw) < 1e-2
     np.testing.assert_allclose(np.asarray(dm), np.asarray(ref_dm), rtol=1e-4)
