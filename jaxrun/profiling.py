@@ -27,7 +27,7 @@ KINDS = (
     ("attention (triton)", r"flash_attention|_attn_|attention"),
     ("lm head (triton)", r"scaled_fp8_matmul"),
     ("mlp (triton)", r"relu2"),
-    ("cross entropy (triton)", r"softcap|cross_entropy"),
+    ("cross entropy (triton)", r"softcap|cross_entropy|_ce_forward|_ce_backward|_ce_fused"),
     ("cudnn", r"cudnn|fmha|flash_fprop|flash_bprop"),
     ("matmul (cuBLAS/cutlass)", r"gemm|cutlass|xmma|nvjet|cublas|sm90_|matmul|dot"),
     ("collective", r"nccl|all_reduce|all_gather|reduce_scatter|all_to_all|collective"),
@@ -58,7 +58,16 @@ def find_trace(path: str | Path) -> Path:
     return found[-1]
 
 
-def kind_of(name: str) -> str:
+# Kernels of the optimizer function (engine.make_update_fn, jitted as "update") form one kind whatever they are: the
+# step's other kernels belong to the gradient function (its micro-batches and the reduce-scatter).
+OPTIMIZER_KIND = "optimizer (NorMuon + Adam)"
+OPTIMIZER_MODULE = re.compile(r"^jit_update")
+
+
+def kind_of(name: str, module: str = "") -> str:
+    """The kind of a kernel by its name, or OPTIMIZER_KIND for any kernel of the optimizer's module (hlo_module)."""
+    if OPTIMIZER_MODULE.search(module):
+        return OPTIMIZER_KIND
     for kind, pattern in KINDS:
         if re.search(pattern, name, re.IGNORECASE):
             return kind
@@ -86,7 +95,9 @@ def summarize(path: str | Path, steps: int = 1) -> dict:
         raise ValueError(f"{path} has no device kernel events (was it recorded on a GPU?)")
     by_name: dict[str, dict] = {}
     for e in kernels:
-        row = by_name.setdefault(e["name"], {"name": e["name"], "kind": kind_of(e["name"]), "count": 0, "us": 0.0})
+        module = str(e.get("args", {}).get("hlo_module", ""))
+        key = e["name"] if not OPTIMIZER_MODULE.search(module) else f"{e['name']} (update)"
+        row = by_name.setdefault(key, {"name": key, "kind": kind_of(e["name"], module), "count": 0, "us": 0.0})
         row["count"] += 1
         row["us"] += float(e["dur"])
     by_kind: dict[str, float] = {}
@@ -134,17 +145,47 @@ def print_summary(summary: dict, top: int = 30) -> None:
         print(f"  {ms(row['us']):9.3f} {row['count'] / steps:10.1f}  [{row['kind']}] {row['name'][:110]}")
 
 
+def markdown_table(summaries: dict[str, dict]) -> str:
+    """One markdown table of several summaries (e.g. one per phase): per kind, ms per step and share of the kernel
+    time; then the device's idle time inside its busy window (host gaps), the kernel total and the window."""
+    kinds = list(dict.fromkeys(k for s in summaries.values() for k in s["by_kind"]))
+    head = "| kind | " + " | ".join(f"{label} ms | share" for label in summaries) + " |"
+    lines = [head, "|---|" + "---:|---:|" * len(summaries)]
+    per_step = {label: (lambda us, s=s: us / 1e3 / s["steps"]) for label, s in summaries.items()}
+    for kind in kinds:
+        cells = [f"{per_step[l](s['by_kind'].get(kind, 0.0)):.2f} | {100 * s['by_kind'].get(kind, 0.0) / s['kernel_us']:.1f}%"
+                 for l, s in summaries.items()]
+        lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    for label, key in (("idle inside the window (host gaps)", None), ("kernels", "kernel_us"), ("device window", "window_us")):
+        cells = []
+        for l, s in summaries.items():
+            us = s["window_us"] - s["busy_us"] if key is None else s[key]
+            cells.append(f"{per_step[l](us):.2f} | {100 * us / s['window_us']:.1f}%" if key != "kernel_us"
+                         else f"{per_step[l](us):.2f} | ")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m jaxrun.profiling", description=__doc__.splitlines()[0])
-    parser.add_argument("path", help="a perfetto_trace.json.gz, or a directory holding one (the newest is read)")
-    parser.add_argument("--steps", type=int, default=1, help="how many steps the trace holds (for per-step figures)")
+    parser.add_argument("path", nargs="+", help="a perfetto_trace.json.gz, or a directory holding one (the newest is "
+                                                "read); several: one table of them all (--markdown)")
+    parser.add_argument("--steps", type=int, default=1, help="how many steps each trace holds (for per-step figures)")
     parser.add_argument("--top", type=int, default=30)
-    parser.add_argument("--json", help="write the summary here")
+    parser.add_argument("--labels", help="comma-separated column labels for the traces (default: their paths)")
+    parser.add_argument("--markdown", help="write the table of every trace's kinds here")
+    parser.add_argument("--json", help="write the summary (of the first trace) here")
     args = parser.parse_args(argv)
-    summary = summarize(args.path, args.steps)
-    print_summary(summary, args.top)
+    labels = args.labels.split(",") if args.labels else list(args.path)
+    if len(labels) != len(args.path):
+        parser.error(f"--labels names {len(labels)} traces, {len(args.path)} given")
+    summaries = {label: summarize(path, args.steps) for label, path in zip(labels, args.path)}
+    for summary in summaries.values():
+        print_summary(summary, args.top)
+    if args.markdown:
+        Path(args.markdown).write_text(markdown_table(summaries))
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=1))
+        Path(args.json).write_text(json.dumps(next(iter(summaries.values())), indent=1))
 
 
 if __name__ == "__main__":

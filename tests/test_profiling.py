@@ -45,3 +45,30 @@ def test_errors_name_the_fix(tmp_path):
     _write_trace(tmp_path / "perfetto_trace.json.gz", [{"ph": "X", "pid": 1, "ts": 0, "dur": 1, "name": "cpu"}])
     with pytest.raises(ValueError, match="no device kernel events"):
         profiling.summarize(tmp_path)
+
+
+def test_optimizer_kernels_are_one_kind_and_phases_make_one_table(tmp_path, capsys):
+    meta = [{"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/device:GPU:0"}}]
+    grad = {"hlo_module": "jit_local"}
+    kernels = [
+        {"ph": "X", "pid": 2, "tid": 1, "ts": 0, "dur": 40, "name": "_ce_backward_kernel", "args": grad},
+        {"ph": "X", "pid": 2, "tid": 1, "ts": 50, "dur": 30, "name": "nvjet_sm90_tst_128x128", "args": grad},
+        {"ph": "X", "pid": 2, "tid": 1, "ts": 80, "dur": 20, "name": "nvjet_sm90_tst_128x128", "args": {"hlo_module": "jit_update"}},
+    ]
+    _write_trace(tmp_path / "a" / "perfetto_trace.json.gz", meta + kernels)
+    _write_trace(tmp_path / "b" / "perfetto_trace.json.gz", meta + kernels[:2])
+    s = profiling.summarize(tmp_path / "a", steps=2)
+    assert s["by_kind"] == {"cross entropy (triton)": 40.0, "matmul (cuBLAS/cutlass)": 30.0,
+                            profiling.OPTIMIZER_KIND: 20.0}
+    assert {r["name"] for r in s["by_name"]} == {"_ce_backward_kernel", "nvjet_sm90_tst_128x128",
+                                                 "nvjet_sm90_tst_128x128 (update)"}
+    out = tmp_path / "table.md"
+    profiling.main([str(tmp_path / "a"), str(tmp_path / "b"), "--steps", "2", "--labels", "p1,p2", "--markdown", str(out)])
+    lines = out.read_text().splitlines()
+    assert lines[0] == "| kind | p1 ms | share | p2 ms | share |"
+    # a: 90 us of kernels over 2 steps in a 100 us window (idle 10 us); b: no optimizer kernels, 70 us in 80
+    assert "| cross entropy (triton) | 0.02 | 44.4% | 0.02 | 57.1% |" in lines
+    assert f"| {profiling.OPTIMIZER_KIND} | 0.01 | 22.2% | 0.00 | 0.0% |" in lines
+    assert "| idle inside the window (host gaps) | 0.01 | 10.0% | 0.01 | 12.5% |" in lines
+    with pytest.raises(SystemExit):
+        profiling.main([str(tmp_path / "a"), "--labels", "x,y"])
