@@ -84,6 +84,118 @@ def device_kernels(events: list[dict]) -> list[dict]:
     return [e for e in events if e.get("ph") == "X" and e.get("pid") in device_pids and "dur" in e]
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Where in the code a kernel comes from: the compiled HLO's stack frames
+# ----------------------------------------------------------------------------------------------------------------------
+
+_TABLE_ROW = re.compile(r"^(\d+) (.*)$")
+_INSTRUCTION = re.compile(r'^\s*(?:ROOT )?%(\S+) = .*?metadata=\{op_name="([^"]*)"[^}]*?stack_frame_id=(\d+)', re.M)
+UNATTRIBUTED = "unattributed"
+
+
+def _hlo_tables(text: str) -> dict[str, dict[int, str]]:
+    """The module-level tables of an optimized HLO text (FileNames, FunctionNames, FileLocations, StackFrames)."""
+    tables, current = {}, None
+    for line in text.splitlines():
+        if line in ("FileNames", "FunctionNames", "FileLocations", "StackFrames"):
+            current = tables.setdefault(line, {})
+        elif current is not None and (m := _TABLE_ROW.match(line)):
+            current[int(m.group(1))] = m.group(2)
+        else:
+            current = None
+    return tables
+
+
+def hlo_sources(text: str) -> dict[str, str]:
+    """{instruction name: "function fwd|bwd"} of a compiled module's HLO text (``Compiled.as_text()``): the Python
+    function whose line made the instruction (the innermost stack frame XLA kept, e.g. rms_norm, _relu2, smear), and
+    bwd where the op belongs to the backward pass (a transpose(...) in its op_name). A GPU kernel of a fusion is named
+    after the fusion instruction with '.' as '_'; both spellings are keys."""
+    modules = re.split(r"^(?=HloModule )", text, flags=re.M)
+    if len(modules) > 2 or (len(modules) == 2 and modules[0].strip()):  # several modules: each has its own tables
+        out: dict[str, str] = {}
+        for module in modules:
+            if module.strip():
+                out = {**hlo_sources(module), **out}  # the first module's names win
+        return out
+    tables = _hlo_tables(text)
+    names = {i: v.strip('"') for i, v in tables.get("FunctionNames", {}).items()}
+    locations = {}
+    for i, v in tables.get("FileLocations", {}).items():
+        m = re.search(r"function_name_id=(\d+)", v)
+        locations[i] = names.get(int(m.group(1)), "?") if m else "?"
+    frames = {}
+    for i, v in tables.get("StackFrames", {}).items():
+        m = re.search(r"file_location_id=(\d+)", v)
+        frames[i] = locations.get(int(m.group(1)), "?") if m else "?"
+    out = {}
+    for m in _INSTRUCTION.finditer(text):
+        name, op_name, frame = m.group(1), m.group(2), int(m.group(3))
+        function = frames.get(frame, "?").replace(".<locals>.", ".")
+        label = f"{function} {'bwd' if 'transpose(' in op_name else 'fwd'}"
+        out[name] = label
+        out[name.replace(".", "_")] = label
+    return out
+
+
+def by_source(summary: dict, sources: dict[str, str], update_sources: dict[str, str] | None = None) -> dict[str, float]:
+    """Kernel microseconds per source label (hlo_sources of the gradient function's HLO; ``update_sources`` of the
+    optimizer's, for its kernels) over a summary's kernels, matched by name. Kernels that no instruction is named
+    after are UNATTRIBUTED: library GEMMs (cuBLAS names its own kernels) and triton kernels, which the kind table
+    already separates."""
+    out: dict[str, float] = {}
+    for row in summary["by_name"]:
+        name = row["name"]
+        if name.endswith(" (update)"):
+            label = (update_sources or {}).get(name.removesuffix(" (update)"), UNATTRIBUTED)
+            label = label if label == UNATTRIBUTED else f"optimizer: {label}"
+        else:
+            label = sources.get(name, UNATTRIBUTED)
+        out[label] = out.get(label, 0.0) + row["us"]
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+HLO_FILES = ("hlo_grad.txt.gz", "hlo_update.txt.gz")  # what `bench step --profile` writes beside each phase's trace
+
+
+def save_hlo(directory: str | Path, grad_text: str, update_texts: list[str]) -> None:
+    """Write the compiled HLO of a profiled step's functions beside its trace (the update variants concatenated)."""
+    directory = Path(directory)
+    (directory / HLO_FILES[0]).write_bytes(gzip.compress(grad_text.encode()))
+    (directory / HLO_FILES[1]).write_bytes(gzip.compress("\n".join(update_texts).encode()))
+
+
+def attribute(summary: dict, directory: str | Path) -> dict | None:
+    """summary's by_source from the HLO files saved in ``directory`` (save_hlo), or None where there are none."""
+    grad, update = (Path(directory) / name for name in HLO_FILES)
+    if not grad.is_file():
+        return None
+    read = lambda path: gzip.decompress(path.read_bytes()).decode() if path.is_file() else ""  # noqa: E731
+    return by_source(summary, hlo_sources(read(grad)), hlo_sources(read(update)))
+
+
+def markdown_sources(summaries: dict[str, dict], top: int = 30) -> str:
+    """One markdown table of several attributed summaries: ms per step per source label (the labels of the first
+    summary's top ones, then the rest summed)."""
+    first = next(iter(summaries.values()))["by_source"]
+    labels = list(first)[:top]
+    lines = ["| where (function, pass) | " + " | ".join(f"{l} ms" for l in summaries) + " |",
+             "|---|" + "---:|" * len(summaries)]
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(f"{s['by_source'].get(label, 0.0) / 1e3 / s['steps']:.2f}"
+                                                  for s in summaries.values()) + " |")
+    rest = [sum(us for k, us in s["by_source"].items() if k not in labels) / 1e3 / s["steps"] for s in summaries.values()]
+    lines.append("| everything else | " + " | ".join(f"{r:.2f}" for r in rest) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def print_sources(summary: dict, sources: dict[str, float], top: int = 25) -> None:
+    steps = summary["steps"]
+    print(f"\n  {'ms/step':>9s} {'share':>6s}  where in the code (the function that made the fusion; fwd or bwd pass)")
+    for label, us in list(sources.items())[:top]:
+        print(f"  {us / 1e3 / steps:9.3f} {100 * us / summary['kernel_us']:5.1f}%  {label}")
+
+
 def summarize(path: str | Path, steps: int = 1) -> dict:
     """Kernel time per name and per kind (microseconds, and per step), the device's busy window and its idle part."""
     path = find_trace(path)
@@ -180,10 +292,16 @@ def main(argv=None) -> None:
     if len(labels) != len(args.path):
         parser.error(f"--labels names {len(labels)} traces, {len(args.path)} given")
     summaries = {label: summarize(path, args.steps) for label, path in zip(labels, args.path)}
-    for summary in summaries.values():
+    for path, summary in zip(args.path, summaries.values()):
         print_summary(summary, args.top)
+        if Path(path).is_dir() and (sources := attribute(summary, path)) is not None:
+            summary["by_source"] = sources
+            print_sources(summary, sources, args.top)
     if args.markdown:
-        Path(args.markdown).write_text(markdown_table(summaries))
+        text = markdown_table(summaries)
+        if all("by_source" in s for s in summaries.values()):
+            text += "\n" + markdown_sources(summaries, args.top)
+        Path(args.markdown).write_text(text)
     if args.json:
         Path(args.json).write_text(json.dumps(next(iter(summaries.values())), indent=1))
 

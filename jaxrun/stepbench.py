@@ -214,6 +214,8 @@ def bench_phase(session: engine.Session, fns: engine.StepFunctions, state: dict,
             for i in range(opts.warmup + opts.steps, opts.warmup + opts.steps + PROFILE_STEPS):
                 state, loss, _ = step(state, i)
             jax.block_until_ready((state, loss))
+        # the compiled HLO beside the trace: its stack frames say which function each fused kernel comes from
+        profiling.save_hlo(trace_dir, fns.grad[engine.grad_key(shape)].as_text(), [f.as_text() for f in fns.update.values()])
         try:
             summary = profiling.summarize(trace_dir, PROFILE_STEPS)
         except ValueError as err:  # no device kernels in the trace (CPU): the trace is still there to open
@@ -221,6 +223,8 @@ def bench_phase(session: engine.Session, fns: engine.StepFunctions, state: dict,
             figures["profile"] = {"trace": str(trace_dir), "error": str(err)}
         else:
             profiling.print_summary(summary, top=25)
+            summary["by_source"] = profiling.attribute(summary, trace_dir)
+            profiling.print_sources(summary, summary["by_source"])
             figures["profile"] = {k: v for k, v in summary.items() if k != "by_name"} | {"by_name": summary["by_name"][:40]}
     return state, figures
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from jaxrun import profiling
@@ -72,3 +74,59 @@ def test_optimizer_kernels_are_one_kind_and_phases_make_one_table(tmp_path, caps
     assert "| idle inside the window (host gaps) | 0.01 | 10.0% | 0.01 | 12.5% |" in lines
     with pytest.raises(SystemExit):
         profiling.main([str(tmp_path / "a"), "--labels", "x,y"])
+
+
+def scaled_sine(x):
+    return jnp.sin(x) * 3.0
+
+
+def test_hlo_sources_name_the_function_and_pass_of_each_instruction():
+    """A real compiled module (this CPU's): its stack frames name the function, transpose(...) marks the backward."""
+    compiled = jax.jit(jax.value_and_grad(lambda x: jnp.sum(scaled_sine(x) ** 2))).lower(jnp.ones(64)).compile()
+    sources = profiling.hlo_sources(compiled.as_text())
+    assert "scaled_sine fwd" in sources.values() and "scaled_sine bwd" in sources.values()
+    # two modules in one text (the optimizer's variants are saved together): each is read with its own tables
+    other = jax.jit(lambda x: jnp.cos(x) + 1).lower(jnp.ones(8)).compile().as_text()
+    both = profiling.hlo_sources(compiled.as_text() + "\n" + other)
+    assert {k: v for k, v in sources.items()}.items() <= both.items()
+
+
+def test_kernels_are_attributed_through_the_saved_hlo(tmp_path, capsys):
+    hlo = """HloModule jit_local
+
+FileNames
+1 "model.py"
+
+FunctionNames
+1 "rms_norm"
+2 "smear"
+
+FileLocations
+1 {file_name_id=1 function_name_id=1 line=10 end_line=10 column=1 end_column=2}
+2 {file_name_id=1 function_name_id=2 line=20 end_line=20 column=1 end_column=2}
+
+StackFrames
+1 {file_location_id=1 parent_frame_id=1}
+2 {file_location_id=2 parent_frame_id=1}
+
+ENTRY %main {
+  %loop_add_fusion.2 = f32[4]{0} fusion(%p), kind=kLoop, calls=%c, metadata={op_name="jit(local)/jvp(f)/add" stack_frame_id=1}
+  ROOT %input_reduce_fusion = f32[] fusion(%q), kind=kInput, calls=%d, metadata={op_name="jit(local)/transpose(jvp(f))/reduce_sum" stack_frame_id=2}
+}
+"""
+    meta = [{"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/device:GPU:0"}}]
+    kernels = [
+        {"ph": "X", "pid": 2, "tid": 1, "ts": 0, "dur": 30, "name": "loop_add_fusion_2", "args": {"hlo_module": "jit_local"}},
+        {"ph": "X", "pid": 2, "tid": 1, "ts": 30, "dur": 20, "name": "input_reduce_fusion", "args": {"hlo_module": "jit_local"}},
+        {"ph": "X", "pid": 2, "tid": 1, "ts": 50, "dur": 50, "name": "nvjet_sm90_gemm", "args": {"hlo_module": "jit_local"}},
+    ]
+    _write_trace(tmp_path / "p" / "plugins" / "perfetto_trace.json.gz", meta + kernels)
+    profiling.save_hlo(tmp_path / "p", hlo, [])
+    s = profiling.summarize(tmp_path / "p")
+    assert profiling.attribute(s, tmp_path / "p") == {profiling.UNATTRIBUTED: 50.0, "rms_norm fwd": 30.0, "smear bwd": 20.0}
+    assert profiling.attribute(s, tmp_path) is None  # no HLO saved there
+    out = tmp_path / "t.md"
+    profiling.main([str(tmp_path / "p"), "--markdown", str(out), "--labels", "phase 1"])
+    text = out.read_text()
+    assert "| rms_norm fwd | 0.03 |" in text and "| smear bwd | 0.02 |" in text
+    assert "rms_norm fwd" in capsys.readouterr().out
