@@ -51,6 +51,7 @@ class StepBenchOptions:
     cold_compile: bool = True  # False: compile once, through the run's usual persistent cache
     profile_dir: str | None = None  # trace PROFILE_STEPS more steps of each phase here and summarise them
     compare_to: str | None = None  # a training log (PyTorch speedrun or jaxrun) whose per-phase step times to set beside
+    benched_variants_only: bool = False  # compile only the benched phases' gradient and optimizer variants
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -138,14 +139,22 @@ def fresh_compilation_cache():
             compilation_cache.reset_cache()
 
 
-def compile_cold_and_warm(session: engine.Session) -> tuple[engine.StepFunctions, dict]:
-    """(the warm-compiled step functions, {cold_s, warm_s, variants, cache_files})."""
+def variants_to_compile(cfg: Config, opts: StepBenchOptions, phases: tuple[int, ...]) -> dict:
+    """engine.compile_step_functions' steps and evals: everything a run compiles (the compile figures' meaning), or
+    with benched_variants_only the benched step pairs' gradient and optimizer variants and no evaluation."""
+    if not opts.benched_variants_only:
+        return {}
+    return {"steps": [s for p in phases for s in step_pair(cfg, p)], "evals": []}
+
+
+def compile_cold_and_warm(session: engine.Session, **variants) -> tuple[engine.StepFunctions, dict]:
+    """(the warm-compiled step functions, {cold_s, warm_s, variants, cache_files}); ``variants``: variants_to_compile."""
     with fresh_compilation_cache() as cache_dir:
         jax.clear_caches()
-        cold = engine.compile_step_functions(session)
+        cold = engine.compile_step_functions(session, **variants)
         cache_files = sum(1 for f in cache_dir.rglob("*") if f.is_file())
         jax.clear_caches()
-        warm = engine.compile_step_functions(session)
+        warm = engine.compile_step_functions(session, **variants)
     return warm, {"cold_s": cold.seconds, "warm_s": warm.seconds, "variants": warm.counts(), "cache_files": cache_files}
 
 
@@ -264,11 +273,11 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
     try:
         if opts.cold_compile:
             announce("compiling every step variant: cold (empty persistent cache), then warm (from it)")
-            fns, result["compile"] = compile_cold_and_warm(session)
+            fns, result["compile"] = compile_cold_and_warm(session, **variants_to_compile(cfg, opts, phases))
         else:
             announce("compiling every step variant once, through the usual persistent cache")
             engine.enable_compile_cache(cfg)
-            fns = engine.compile_step_functions(session)
+            fns = engine.compile_step_functions(session, **variants_to_compile(cfg, opts, phases))
             result["compile"] = {"cold_s": None, "warm_s": None, "once_s": fns.seconds, "cache_files": None,
                                  "variants": fns.counts()}
         announce(f"compile: {compile_summary(result['compile'])}")
@@ -341,7 +350,7 @@ def compile_summary(c: dict) -> str:
 def print_report(result: dict) -> None:
     c, v = result["compile"], result["compile"]["variants"]
     print(f"\n{result['config']} on {result['devices']} x {result['device_kind']} (jax {result['jax']}); compile "
-          f"{v['grad']} grad + {v['update']} update + {v['eval']} eval + untie variants: {compile_summary(c)}")
+          f"{v['grad']} grad + {v['update']} update + {v['eval']} eval + {v.get('untie', 0)} untie variants: {compile_summary(c)}")
     ref = result.get("reference")
     print(HEADER + (f" {'ref ms':>9s} {'ratio':>6s}" if ref else ""))
     for figures in result["phases"]:
@@ -369,6 +378,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", help="write the environment, compile times and per-phase figures here")
     parser.add_argument("--skip-cold", action="store_true",
                         help="compile once through the usual persistent cache instead of cold and then warm")
+    parser.add_argument("--benched-variants-only", action="store_true",
+                        help="compile only the benched phases' gradient and optimizer variants (no evaluation, no "
+                             "untie): a quicker bench, whose compile figures then cover only those")
     parser.add_argument("--compare-to", metavar="LOG", help="a training log of the same schedule (the PyTorch record's, "
                         "or a jaxrun run): print its median step time per phase and jaxrun's ratio to it")
     parser.add_argument("--profile", metavar="DIR", help=f"after timing, trace {PROFILE_STEPS} more steps of each phase "
@@ -380,7 +392,7 @@ def command(args: argparse.Namespace, parser: argparse.ArgumentParser, environme
     data or memory problem with its message (status 1)."""
     opts = StepBenchOptions(phases=tuple(args.phase) if args.phase else None, steps=args.steps, warmup=args.warmup,
                             devices=args.devices, profile_dir=args.profile, cold_compile=not args.skip_cold,
-                            compare_to=args.compare_to)
+                            compare_to=args.compare_to, benched_variants_only=args.benched_variants_only)
     try:
         result = run_step_bench(load_config(args.config, args.overrides), opts)
     except ConfigError as err:

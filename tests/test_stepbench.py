@@ -159,6 +159,13 @@ def test_check_options_rejects_an_empty_phase_list():
         stepbench.check_options(load_config(None, MICRO), stepbench.StepBenchOptions(phases=()))
 
 
+def test_benched_variants_only_compiles_the_benched_pairs_and_no_evaluation():
+    cfg = load_config(CONFIG_DIR / "record60.py")
+    assert stepbench.variants_to_compile(cfg, stepbench.StepBenchOptions(phases=(0, 2)), (0, 2)) == {}  # everything
+    only = stepbench.StepBenchOptions(phases=(0, 2), benched_variants_only=True)
+    assert stepbench.variants_to_compile(cfg, only, (0, 2)) == {"steps": [0, 1, 1158, 1159], "evals": []}
+
+
 def test_report_says_how_the_steps_compiled(result, capsys):
     c = result["compile"]
     stepbench.print_report(result)
