@@ -140,17 +140,19 @@ def hlo_sources(text: str) -> dict[str, str]:
 
 def by_source(summary: dict, sources: dict[str, str], update_sources: dict[str, str] | None = None) -> dict[str, float]:
     """Kernel microseconds per source label (hlo_sources of the gradient function's HLO; ``update_sources`` of the
-    optimizer's, for its kernels) over a summary's kernels, matched by name. Kernels that no instruction is named
-    after are UNATTRIBUTED: library GEMMs (cuBLAS names its own kernels) and triton kernels, which the kind table
-    already separates."""
+    optimizer's, for its kernels) over a summary's kernels: by the HLO instruction that launched each kernel (the
+    trace's hlo_op), else by the kernel's name (a fusion's kernel is named after it). Inside a CUDA graph hlo_op names
+    the graph, so library GEMMs and triton kernels stay UNATTRIBUTED there; profile with
+    XLA_FLAGS=--xla_gpu_enable_command_buffer= to attribute them too."""
     out: dict[str, float] = {}
-    for row in summary["by_name"]:
-        name = row["name"]
-        if name.endswith(" (update)"):
-            label = (update_sources or {}).get(name.removesuffix(" (update)"), UNATTRIBUTED)
-            label = label if label == UNATTRIBUTED else f"optimizer: {label}"
-        else:
-            label = sources.get(name, UNATTRIBUTED)
+    for row in summary.get("by_op", summary["by_name"]):
+        name, op = row["name"], row.get("op", "")
+        update = name.endswith(" (update)")
+        table = (update_sources or {}) if update else sources
+        name = name.removesuffix(" (update)")
+        label = table.get(op) or table.get(name) or UNATTRIBUTED
+        if update and label != UNATTRIBUTED:
+            label = f"optimizer: {label}"
         out[label] = out.get(label, 0.0) + row["us"]
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
@@ -206,12 +208,15 @@ def summarize(path: str | Path, steps: int = 1) -> dict:
     if not kernels:
         raise ValueError(f"{path} has no device kernel events (was it recorded on a GPU?)")
     by_name: dict[str, dict] = {}
+    by_op: dict[tuple[str, str], dict] = {}  # (kernel, the HLO instruction that launched it): what attribute() reads
     for e in kernels:
         module = str(e.get("args", {}).get("hlo_module", ""))
         key = e["name"] if not OPTIMIZER_MODULE.search(module) else f"{e['name']} (update)"
         row = by_name.setdefault(key, {"name": key, "kind": kind_of(e["name"], module), "count": 0, "us": 0.0})
         row["count"] += 1
         row["us"] += float(e["dur"])
+        op = str(e.get("args", {}).get("hlo_op", ""))
+        by_op.setdefault((key, op), {"name": key, "op": op, "us": 0.0})["us"] += float(e["dur"])
     by_kind: dict[str, float] = {}
     for row in by_name.values():
         by_kind[row["kind"]] = by_kind.get(row["kind"], 0.0) + row["us"]
@@ -226,6 +231,7 @@ def summarize(path: str | Path, steps: int = 1) -> dict:
         "kernel_us": sum(by_kind.values()),
         "by_kind": dict(sorted(by_kind.items(), key=lambda kv: -kv[1])),
         "by_name": sorted(by_name.values(), key=lambda r: -r["us"]),
+        "by_op": sorted(by_op.values(), key=lambda r: -r["us"]),
     }
 
 

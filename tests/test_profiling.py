@@ -111,6 +111,7 @@ StackFrames
 
 ENTRY %main {
   %loop_add_fusion.2 = f32[4]{0} fusion(%p), kind=kLoop, calls=%c, metadata={op_name="jit(local)/jvp(f)/add" stack_frame_id=1}
+  %custom-call.7 = bf16[4,4]{1,0} custom-call(%a, %b), custom_call_target="__cublas$lt$matmul", metadata={op_name="jit(local)/jvp(f)/dot_general" stack_frame_id=2}
   ROOT %input_reduce_fusion = f32[] fusion(%q), kind=kInput, calls=%d, metadata={op_name="jit(local)/transpose(jvp(f))/reduce_sum" stack_frame_id=2}
 }
 """
@@ -119,11 +120,15 @@ ENTRY %main {
         {"ph": "X", "pid": 2, "tid": 1, "ts": 0, "dur": 30, "name": "loop_add_fusion_2", "args": {"hlo_module": "jit_local"}},
         {"ph": "X", "pid": 2, "tid": 1, "ts": 30, "dur": 20, "name": "input_reduce_fusion", "args": {"hlo_module": "jit_local"}},
         {"ph": "X", "pid": 2, "tid": 1, "ts": 50, "dur": 50, "name": "nvjet_sm90_gemm", "args": {"hlo_module": "jit_local"}},
+        # a GEMM launched by its own instruction (no CUDA graph): attributed through hlo_op
+        {"ph": "X", "pid": 2, "tid": 1, "ts": 100, "dur": 40, "name": "nvjet_sm90_gemm",
+         "args": {"hlo_module": "jit_local", "hlo_op": "custom-call.7"}},
     ]
     _write_trace(tmp_path / "p" / "plugins" / "perfetto_trace.json.gz", meta + kernels)
     profiling.save_hlo(tmp_path / "p", hlo, [])
     s = profiling.summarize(tmp_path / "p")
-    assert profiling.attribute(s, tmp_path / "p") == {profiling.UNATTRIBUTED: 50.0, "rms_norm fwd": 30.0, "smear bwd": 20.0}
+    assert profiling.attribute(s, tmp_path / "p") == {profiling.UNATTRIBUTED: 50.0, "smear fwd": 40.0,
+                                                      "rms_norm fwd": 30.0, "smear bwd": 20.0}
     assert profiling.attribute(s, tmp_path) is None  # no HLO saved there
     out = tmp_path / "t.md"
     profiling.main([str(tmp_path / "p"), "--markdown", str(out), "--labels", "phase 1"])
