@@ -327,12 +327,12 @@ def head_loss_cases(cfg: Config | None = None, names=("xla", "triton")) -> list[
     counts the FP8 products at the FP8 rate, or the logits' bytes once read and their e5m2 gradient written."""
     cfg = cfg or load_config(CONFIG_DIR / "record60.py")
     m = cfg.model
-    v, d, depth = m.vocab_size, m.model_dim, max(len(w) for w in cfg.schedule.mtp_weights)
+    v, d = m.vocab_size, m.model_dim
     found = backends("head_loss", names)
     on_gpu = jax.default_backend() == "gpu"  # the triton module imports anywhere; its kernels run only there
     ce_name = "triton" if on_gpu and "triton" in backends("cross_entropy", ("triton",)) else "xla"
     parts = {"lm_head": ops.lm_head_xla, "cross_entropy": ops.get("cross_entropy", ce_name)}
-    weights = jnp.asarray(cfg.schedule.mtp_weights[0] + (0.0,) * (depth - len(cfg.schedule.mtp_weights[0])), jnp.float32)
+    weights = jnp.asarray(schedule.mtp_weights(0, cfg.schedule))  # phase 1's, zero-padded as the step passes them
     cases = []
     for t in training_tokens(cfg):
         h, w = _random(1, (t, d)), _random(2, (v, d), m.init_lm_head_std * 50)

@@ -62,7 +62,7 @@ def tapped_head(backend: str, sink: list):
     """An lm_head op with the signature of ops' heads that computes exactly what ``backend``'s FP8 head computes and
     passes its tensors of the first call to ``sink`` (the names of TAP_NAMES)."""
     if backend == "xla":
-        fwd_impl, bwd_impl = ops._fp8_head_fwd, ops._fp8_head_bwd
+        fwd_impl, bwd_impl = ops.fp8_head_forward, ops._fp8_head_bwd
     else:
         from jaxrun.kernels import fp8_head
 

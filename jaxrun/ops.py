@@ -306,13 +306,23 @@ def attention_xla(q, k, v, seg_ids, scale, *, window: int, block: int = ATTENTIO
 def lm_head_xla(h, w, *, fp8: bool, scales: tuple[float, float, float]):
     """logits = h w^T, (T, D) x (V, D) -> (T, V) bf16. fp8=True: static-scale e4m3 operands, e5m2 gradient (recipe §1.9);
     fp8=False: the plain bf16 head of evaluation (``scales`` unused)."""
-    _check(h.ndim == 2 and w.ndim == 2 and h.shape[1] == w.shape[1],
-           f"lm_head: h must be (T, D) and w (V, D) with the same D, got {h.shape} and {w.shape}")
+    check_head_shapes(h, w)
     if not fp8:
         return jnp.dot(h, w.T)
+    return _fp8_head(h, w, checked_fp8_scales(scales))
+
+
+def check_head_shapes(h, w, op: str = "lm_head") -> None:
+    """h (T, D) and w (V, D) with the same D, or ValueError naming ``op``."""
+    _check(h.ndim == 2 and w.ndim == 2 and h.shape[1] == w.shape[1],
+           f"{op}: h must be (T, D) and w (V, D) with the same D, got {h.shape} and {w.shape}")
+
+
+def checked_fp8_scales(scales, op: str = "lm_head") -> tuple[float, float, float]:
+    """The FP8 head's (x, w, grad) scales as a tuple of floats, or ValueError naming ``op``."""
     _check(len(scales) == 3 and all(s > 0 for s in scales),
-           f"lm_head: scales must be three positive floats (x, w, grad), got {scales!r}")
-    return _fp8_head(h, w, tuple(float(s) for s in scales))
+           f"{op}: scales must be three positive floats (x, w, grad), got {scales!r}")
+    return tuple(float(s) for s in scales)
 
 
 def quantize_fp8(x, scale: float, dtype):
@@ -379,10 +389,11 @@ def scaled_fp8_dot(a, b, contract: tuple[int, int], scale: float, *, fast_accum:
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _fp8_head(h, w, scales):
-    return _fp8_head_fwd(h, w, scales)[0]
+    return fp8_head_forward(h, w, scales)[0]
 
 
-def _fp8_head_fwd(h, w, scales):
+def fp8_head_forward(h, w, scales):
+    """(logits, (xq, wq)): the FP8 head's forward product of the quantised operands, which its backward reuses."""
     x_scale, w_scale, _ = scales
     xq = quantize_fp8(h, x_scale, jnp.float8_e4m3fn)
     wq = quantize_fp8(w, w_scale, jnp.float8_e4m3fn)
@@ -390,16 +401,20 @@ def _fp8_head_fwd(h, w, scales):
     return logits, (xq, wq)  # the backward uses the quantised copies (recipe §1.9)
 
 
-def _fp8_head_bwd(scales, residuals, g):
+def fp8_head_backward_products(gq, residuals, scales):
+    """(dh, dW) from the e5m2 gradient gq of the logits and fp8_head_forward's quantised operands."""
     x_scale, w_scale, g_scale = scales
     xq, wq = residuals
-    gq = quantize_fp8(g, g_scale, jnp.float8_e5m2)
     dh = scaled_fp8_dot(gq, wq, (1, 0), g_scale * w_scale, fast_accum=False)
     dw = scaled_fp8_dot(gq, xq, (0, 0), g_scale * x_scale, fast_accum=False)  # fp32 accumulation, stored as the bf16 grad
     return dh, dw
 
 
-_fp8_head.defvjp(_fp8_head_fwd, _fp8_head_bwd)
+def _fp8_head_bwd(scales, residuals, g):
+    return fp8_head_backward_products(quantize_fp8(g, scales[2], jnp.float8_e5m2), residuals, scales)
+
+
+_fp8_head.defvjp(fp8_head_forward, _fp8_head_bwd)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -583,6 +598,10 @@ __all__ = [
     "cross_entropy_xla",
     "eval_loss",
     "get",
+    "check_head_shapes",
+    "checked_fp8_scales",
+    "fp8_head_backward_products",
+    "fp8_head_forward",
     "head_loss_xla",
     "kernels",
     "lm_head_xla",

@@ -110,14 +110,16 @@ def hlo_sources(text: str) -> dict[str, str]:
     """{instruction name: "function fwd|bwd"} of a compiled module's HLO text (``Compiled.as_text()``): the Python
     function whose line made the instruction (the innermost stack frame XLA kept, e.g. rms_norm, _relu2, smear), and
     bwd where the op belongs to the backward pass (a transpose(...) in its op_name). A GPU kernel of a fusion is named
-    after the fusion instruction with '.' as '_'; both spellings are keys."""
-    modules = re.split(r"^(?=HloModule )", text, flags=re.M)
-    if len(modules) > 2 or (len(modules) == 2 and modules[0].strip()):  # several modules: each has its own tables
-        out: dict[str, str] = {}
-        for module in modules:
-            if module.strip():
-                out = {**hlo_sources(module), **out}  # the first module's names win
-        return out
+    after the fusion instruction with '.' as '_'; both spellings are keys. Several modules in one text are read each
+    with its own tables; where their names clash, the first module's win."""
+    out: dict[str, str] = {}
+    for module in re.split(r"^(?=HloModule )", text, flags=re.M):
+        out = {**_module_sources(module), **out}
+    return out
+
+
+def _module_sources(text: str) -> dict[str, str]:
+    """hlo_sources of one module's text."""
     tables = _hlo_tables(text)
     names = {i: v.strip('"') for i, v in tables.get("FunctionNames", {}).items()}
     locations = {}

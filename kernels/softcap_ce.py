@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrun import ops  # the xla FP8 head's quantiser and products, which the fused head loss runs around its kernel
 from jaxrun.kernels.triton_runtime import jax_triton, tl, triton
 
 
@@ -371,11 +372,15 @@ def cross_entropy(
     checked = _check_softcap(softcap)
     if logits.ndim != 2 or logits.dtype != jnp.bfloat16:
         raise ValueError(f"cross_entropy: logits must be a (T, V) bfloat16 array, got {logits.shape} {logits.dtype}")
-    if targets.shape != logits.shape[:1] or not jnp.issubdtype(targets.dtype, jnp.integer):
-        raise ValueError(f"cross_entropy: targets must be ({logits.shape[0]},) integers, got {targets.shape} {targets.dtype}")
-    if mtp_weights.ndim != 1 or mtp_weights.shape[0] < 1:
-        raise ValueError(f"cross_entropy: mtp_weights must be a non-empty 1-D array (zero-padded), got {mtp_weights.shape}")
+    _check_targets_and_weights("cross_entropy", logits.shape[0], targets, mtp_weights)
     return _softcap_ce(logits, targets.astype(jnp.int32), mtp_weights.astype(jnp.float32), checked)
+
+
+def _check_targets_and_weights(op: str, rows: int, targets, mtp_weights) -> None:
+    if targets.shape != (rows,) or not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise ValueError(f"{op}: targets must be ({rows},) integers, got {targets.shape} {targets.dtype}")
+    if mtp_weights.ndim != 1 or mtp_weights.shape[0] < 1:
+        raise ValueError(f"{op}: mtp_weights must be a non-empty 1-D array (zero-padded), got {mtp_weights.shape}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -399,21 +404,13 @@ def head_loss(h, w, targets, mtp_weights, *, fp8: bool, scales, softcap, lm_head
     cuBLASLt GEMMs (ops.scaled_fp8_dot), whatever lm_head's backend.
     """
     if not fp8:
-        from jaxrun.ops import head_loss_xla
-
-        return head_loss_xla(h, w, targets, mtp_weights, fp8=False, scales=scales, softcap=softcap, lm_head=lm_head,
-                             cross_entropy=cross_entropy)
+        return ops.head_loss_xla(h, w, targets, mtp_weights, fp8=False, scales=scales, softcap=softcap,
+                                 lm_head=lm_head, cross_entropy=cross_entropy)
     checked = _check_softcap(softcap)
-    if h.ndim != 2 or w.ndim != 2 or h.shape[1] != w.shape[1]:
-        raise ValueError(f"head_loss: h must be (T, D) and w (V, D) with the same D, got {h.shape} and {w.shape}")
-    if targets.shape != h.shape[:1] or not jnp.issubdtype(targets.dtype, jnp.integer):
-        raise ValueError(f"head_loss: targets must be ({h.shape[0]},) integers, got {targets.shape} {targets.dtype}")
-    if mtp_weights.ndim != 1 or mtp_weights.shape[0] < 1:
-        raise ValueError(f"head_loss: mtp_weights must be a non-empty 1-D array (zero-padded), got {mtp_weights.shape}")
-    if len(scales) != 3 or not all(s > 0 for s in scales):
-        raise ValueError(f"head_loss: scales must be three positive floats (x, w, grad), got {scales!r}")
+    ops.check_head_shapes(h, w, "head_loss")
+    _check_targets_and_weights("head_loss", h.shape[0], targets, mtp_weights)
     return _fused_head_loss(h, w, targets.astype(jnp.int32), mtp_weights.astype(jnp.float32),
-                            tuple(float(s) for s in scales), checked)
+                            ops.checked_fp8_scales(scales, "head_loss"), checked)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
@@ -422,23 +419,14 @@ def _fused_head_loss(h, w, targets, weights, scales, softcap):
 
 
 def _fused_head_loss_fwd(h, w, targets, weights, scales, softcap):
-    from jaxrun.ops import quantize_fp8, scaled_fp8_dot
-
-    x_scale, w_scale, g_scale = scales
-    xq = quantize_fp8(h, x_scale, jnp.float8_e4m3fn)
-    wq = quantize_fp8(w, w_scale, jnp.float8_e4m3fn)
-    logits = scaled_fp8_dot(xq, wq, (1, 1), x_scale * w_scale, fast_accum=True)  # the xla head's forward, recipe §1.9
-    loss, _, terms, gq = softcap_ce_fused_fp8(logits, targets, weights, softcap, g_scale)
-    return jnp.sum(loss), (xq, wq, gq, terms)  # the logits die here: only their e5m2 gradient (half the bytes) is kept
+    logits, quantised = ops.fp8_head_forward(h, w, scales)  # the xla head's forward, recipe §1.9
+    loss, _, terms, gq = softcap_ce_fused_fp8(logits, targets, weights, softcap, scales[2])
+    return jnp.sum(loss), (quantised, gq, terms)  # the logits die here: only their e5m2 gradient (half the bytes) is kept
 
 
 def _fused_head_loss_bwd(scales, softcap, residuals, c):
-    from jaxrun.ops import scaled_fp8_dot
-
-    x_scale, w_scale, g_scale = scales
-    xq, wq, gq, terms = residuals
-    dh = scaled_fp8_dot(gq, wq, (1, 0), g_scale * w_scale, fast_accum=False)  # as the xla head's backward (issue #20)
-    dw = scaled_fp8_dot(gq, xq, (0, 0), g_scale * x_scale, fast_accum=False)
+    quantised, gq, terms = residuals
+    dh, dw = ops.fp8_head_backward_products(gq, quantised, scales)  # the xla head's backward products (issue #20)
     c = c.astype(jnp.float32)  # 1 in training: the products pass through unchanged
     scaled = lambda x: (x.astype(jnp.float32) * c).astype(x.dtype)  # noqa: E731
     return scaled(dh), scaled(dw), None, c * jnp.sum(terms, axis=0)
