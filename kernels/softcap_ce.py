@@ -22,6 +22,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 
 from jaxrun import ops  # the xla FP8 head's quantiser and products, which the fused head loss runs around its kernel
@@ -140,10 +141,15 @@ if triton is not None:
                   NUM_WEIGHTS, BLOCK, TAIL_BLOCK)  # fmt: skip
 
     @triton.jit
-    def _to_e5m2(grad, grad_scale):
-        """ops.quantize_fp8 of the bf16-rounded gradient: its bf16 value over the scale in fp32 (IEEE division), clamped
-        to e5m2's range, rounded to nearest even: the number the head's backward would have quantised."""
-        x = tl.math.div_rn(grad.to(tl.bfloat16).to(tl.float32), grad_scale)
+    def _to_e5m2(grad, grad_scale, BY_RECIPROCAL: tl.constexpr):
+        """ops.quantize_fp8 of the bf16-rounded gradient: its bf16 value over the scale in fp32, clamped to e5m2's
+        range, rounded to nearest even: the number the head's backward would have quantised. BY_RECIPROCAL: grad_scale
+        holds fl32(1 / scale) and the kernel multiplies by it, which the host has checked gives the IEEE quotient's
+        fp8 bits for every bf16 input (reciprocal_is_exact); else it divides (div_rn, several times dearer)."""
+        if BY_RECIPROCAL:
+            x = grad.to(tl.bfloat16).to(tl.float32) * grad_scale
+        else:
+            x = tl.math.div_rn(grad.to(tl.bfloat16).to(tl.float32), grad_scale)
         x = tl.minimum(tl.maximum(x, -E5M2_MAX), E5M2_MAX)
         return x.to(tl.float8e5, fp_downcast_rounding="rtne")
 
@@ -167,6 +173,7 @@ if triton is not None:
         NUM_WEIGHTS: tl.constexpr,
         MASKED: tl.constexpr,
         QUANT: tl.constexpr,
+        BY_RECIPROCAL: tl.constexpr,
     ):
         """Writes dℓ for these columns of one row (recipe §2.1): in bf16, or (QUANT) as _to_e5m2 of it."""
         if MASKED:
@@ -180,7 +187,7 @@ if triton is not None:
             hits += tl.where(cols == target, tl.load(weights_ptr + k), 0.0)
         grad = g * (weight_sum * tl.exp(z - lse) - hits) * (inv_temp * z * (1.0 - sig))
         if QUANT:
-            out = _to_e5m2(grad, grad_scale)
+            out = _to_e5m2(grad, grad_scale, BY_RECIPROCAL)
         else:
             out = grad.to(tl.bfloat16)
         if MASKED:
@@ -216,10 +223,10 @@ if triton is not None:
         full_cols: tl.constexpr = V - V % BLOCK
         for start in range(0, full_cols, BLOCK):
             _grad_block(row_ptr, grad_row_ptr, targets_ptr, weights_ptr, row, start + tl.arange(0, BLOCK), lse, g,
-                        weight_sum, cap, inv_temp, shift, 1.0, T, V, NUM_WEIGHTS, False, False)  # fmt: skip
+                        weight_sum, cap, inv_temp, shift, 1.0, T, V, NUM_WEIGHTS, False, False, False)  # fmt: skip
         for start in range(full_cols, V, TAIL_BLOCK):
             _grad_block(row_ptr, grad_row_ptr, targets_ptr, weights_ptr, row, start + tl.arange(0, TAIL_BLOCK), lse, g,
-                        weight_sum, cap, inv_temp, shift, 1.0, T, V, NUM_WEIGHTS, True, False)  # fmt: skip
+                        weight_sum, cap, inv_temp, shift, 1.0, T, V, NUM_WEIGHTS, True, False, False)  # fmt: skip
 
     @triton.jit
     def _ce_fused_fp8_kernel(
@@ -240,6 +247,7 @@ if triton is not None:
         BLOCK: tl.constexpr,
         TAIL_BLOCK: tl.constexpr,
         GRAD_BLOCK: tl.constexpr,
+        BY_RECIPROCAL: tl.constexpr,
     ):
         """The forward and, for a unit upstream gradient, the e5m2 gradient of one row, streamed twice by one program
         (the second pass mostly from L2: a row is 100 KB)."""
@@ -254,10 +262,27 @@ if triton is not None:
         full_cols: tl.constexpr = V - V % GRAD_BLOCK
         for start in range(0, full_cols, GRAD_BLOCK):
             _grad_block(row_ptr, grad_row_ptr, targets_ptr, weights_ptr, row, start + tl.arange(0, GRAD_BLOCK), lse,
-                        1.0, weight_sum, cap, inv_temp, shift, grad_scale, T, V, NUM_WEIGHTS, False, True)  # fmt: skip
+                        1.0, weight_sum, cap, inv_temp, shift, grad_scale, T, V, NUM_WEIGHTS, False, True,
+                        BY_RECIPROCAL)  # fmt: skip
         for start in range(full_cols, V, TAIL_BLOCK):
             _grad_block(row_ptr, grad_row_ptr, targets_ptr, weights_ptr, row, start + tl.arange(0, TAIL_BLOCK), lse,
-                        1.0, weight_sum, cap, inv_temp, shift, grad_scale, T, V, NUM_WEIGHTS, True, True)  # fmt: skip
+                        1.0, weight_sum, cap, inv_temp, shift, grad_scale, T, V, NUM_WEIGHTS, True, True,
+                        BY_RECIPROCAL)  # fmt: skip
+
+
+@functools.lru_cache(maxsize=None)
+def reciprocal_is_exact(scale: float) -> bool:
+    """Whether quantising bf16 x to e5m2 as x · fl32(1/scale) gives the bits of x / scale (IEEE fp32 division) for
+    every finite bf16 x: an exhaustive check of the 65,280 values (a millisecond, once per scale). It holds for the
+    record's gradient scale; where it does not, the fused kernel divides."""
+    x = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(ml_dtypes.bfloat16).astype(np.float32)
+    x = x[np.isfinite(x)]
+    s = np.float32(scale)
+    limit = np.float32(float(ml_dtypes.finfo(ml_dtypes.float8_e5m2).max))
+    with np.errstate(over="ignore"):
+        by_division = np.clip(x / s, -limit, limit).astype(ml_dtypes.float8_e5m2).view(np.uint8)
+        by_reciprocal = np.clip(x * (np.float32(1) / s), -limit, limit).astype(ml_dtypes.float8_e5m2).view(np.uint8)
+    return bool(np.array_equal(by_division, by_reciprocal))
 
 
 def _softcap_scalars(softcap: tuple[float, float, float]) -> tuple[np.float32, np.float32, np.float32]:
@@ -315,16 +340,18 @@ def softcap_ce_fused_fp8(logits, targets, weights, softcap, grad_scale: float, *
     jt = jax_triton()
     (t, v), k = logits.shape, weights.shape[0]
     row = jax.ShapeDtypeStruct((t,), jnp.float32)
+    by_reciprocal = reciprocal_is_exact(grad_scale)
     return jt.triton_call(
         logits,
         targets,
         weights,
         *_softcap_scalars(softcap),
-        np.float32(grad_scale),
+        np.float32(1) / np.float32(grad_scale) if by_reciprocal else np.float32(grad_scale),
         kernel=_ce_fused_fp8_kernel,
         out_shape=(row, row, jax.ShapeDtypeStruct((t, k), jnp.float32), jax.ShapeDtypeStruct((t, v), jnp.float8_e5m2)),
         name="softcap_ce_fused_fp8",
         GRAD_BLOCK=grad_block,
+        BY_RECIPROCAL=by_reciprocal,
         **_launch_meta(launch, t, v, k),
     )
 

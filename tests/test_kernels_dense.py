@@ -106,6 +106,20 @@ def test_mlp_rejects_bad_input():
         relu2_mlp.mlp(u.astype(jnp.float32), fc, fc)
 
 
+def test_reciprocal_is_exact_for_the_record_scale_and_not_for_seven():
+    # the record's gradient scale: multiplying by fl32(1/s) gives the quotient's e5m2 bits for every bf16 input
+    # (docs/results/2026-12-01-h200-speed/reciprocal_check.py, run independently)
+    assert softcap_ce.reciprocal_is_exact(0.75 / 448)
+    # scale 7: x = bf16 0.000694275 (2^-10 * 1.421875); x / 7 = 9.918e-05 exactly halfway between the e5m2 neighbours
+    # 9.155e-05 and 1.068e-04, and the quotient rounds down (to even) while x * fl32(1/7) lands just above the tie
+    x = np.float32(ml_dtypes.bfloat16(0.000694275))
+    by_division = np.float32(x / np.float32(7)).astype(ml_dtypes.float8_e5m2)
+    by_reciprocal = np.float32(x * (np.float32(1) / np.float32(7))).astype(ml_dtypes.float8_e5m2)
+    assert float(by_division) == pytest.approx(9.155e-05, rel=1e-3)
+    assert float(by_reciprocal) == pytest.approx(1.068e-04, rel=1e-3)
+    assert not softcap_ce.reciprocal_is_exact(7.0)
+
+
 def test_cross_entropy_rejects_bad_input():
     logits, targets, weights = jnp.zeros((6, 10), jnp.bfloat16), jnp.zeros(6, jnp.int32), jnp.ones(3, jnp.float32)
     with pytest.raises(ValueError, match="bfloat16"):
