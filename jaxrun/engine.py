@@ -120,11 +120,29 @@ def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool, kernel
     num_ranks = cfg.data.num_ranks
     kernels = ops.kernels(cfg.model.backends) if kernels is None else kernels
 
+    table = model.embedding_table(tied)
+
     def local(params, batch, dyn):
         def micro(acc, b):
-            loss, g = jax.value_and_grad(model.train_loss)(params, b, dyn, cfg=cfg.model, windows=windows, tied=tied,
-                                                           kernels=kernels)
-            return jax.tree.map(lambda a, x: a + x.astype(jnp.float32), acc, g), loss
+            # Differentiate with respect to the gathered embedding rows, not the tables, and add the rows' gradient
+            # into the fp32 sums directly (ops.accumulate_gathered_grad, the same numbers as the tables' dense
+            # gradient): no (V, D) gradient of the embedding and the five value-embedding tables per micro-batch.
+            tokens = b["inputs"]
+            dense = {k: v for k, v in params.items() if k not in model.EMBEDDING_TABLES}
+
+            def loss_fn(dense, rows):
+                return model.train_loss({**params, **dense}, b, dyn, cfg=cfg.model, windows=windows, tied=tied,
+                                        kernels=kernels, rows=rows)
+
+            rows = model.embedding_rows(params, tokens, tied)
+            loss, (g, g_rows) = jax.value_and_grad(loss_fn, argnums=(0, 1))(dense, rows)
+            out = {k: acc[k] + g[k].astype(jnp.float32) for k in g if not (tied and k == table)}
+            out[table] = ops.accumulate_gathered_grad(acc[table], tokens, g_rows["embed"],
+                                                      g[table] if tied else None)
+            out["ve"] = ops.accumulate_gathered_grad(acc["ve"], tokens, g_rows["ve"])
+            if tied:
+                out["embed"] = acc["embed"]  # not read while tied: its gradient is zero (recipe §1.11)
+            return out, loss
 
         acc0 = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
         acc, losses = jax.lax.scan(micro, acc0, batch)

@@ -33,29 +33,28 @@ from jaxrun.config import load_config
 TAP_NAMES = ("h", "w", "xq", "wq", "logits", "g", "dh", "dw")
 
 
-def tapped_embedding_lookup(sink: list):
-    """ops.embedding_lookup that also passes (tokens, cotangent) of its first 2-D lookup (the input embedding, not the
-    value-embedding stack) to ``sink`` when it is differentiated; its gradient is ops' own."""
-
-    real = ops.embedding_lookup  # the caller may patch ops.embedding_lookup with what this returns
+def tapped_gathered_rows(sink: list):
+    """ops.gathered_rows that also passes (tokens, cotangent) of the input-embedding rows to ``sink`` when it is
+    differentiated: the loop's gradient function (engine.make_grad_fn) gathers the rows itself and takes their
+    gradient, which is the input embedding's part of the table gradient before the scatter-add."""
 
     def keep(tokens, g):
         if not sink:
             sink.append({"tokens": np.asarray(tokens), "de": np.asarray(g)})
 
     @jax.custom_vjp
-    def lookup2d(table, tokens):
-        return real(table, tokens)
+    def rows_of(rows, tokens):
+        return rows
 
-    def fwd(table, tokens):
-        return lookup2d(table, tokens), (table, tokens)
+    def fwd(rows, tokens):
+        return rows, tokens
 
-    def bwd(res, g):
-        jax.debug.callback(keep, res[1], g)
-        return ops._embedding_lookup_bwd(res, g)
+    def bwd(tokens, g):
+        jax.debug.callback(keep, tokens, g)
+        return g, None
 
-    lookup2d.defvjp(fwd, bwd)
-    return lambda table, tokens: lookup2d(table, tokens) if table.ndim == 2 else real(table, tokens)
+    rows_of.defvjp(fwd, bwd)
+    return rows_of
 
 
 def tapped_head(backend: str, sink: list):

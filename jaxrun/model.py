@@ -183,17 +183,21 @@ class GPT(nn.Module):
     def param_dict(self):
         return dict(self.p)
 
-    def hidden(self, batch, dyn, windows: tuple[int, int], tied: bool):
-        """The final normalised hidden states h (T, D) bf16 (recipe §1.4 steps 1-6, before the head)."""
+    def hidden(self, batch, dyn, windows: tuple[int, int], tied: bool, rows: dict | None = None):
+        """The final normalised hidden states h (T, D) bf16 (recipe §1.4 steps 1-6, before the head). rows: the
+        embedding rows of the tokens, already gathered (embedding_rows); None gathers them here."""
         cfg, p = self.cfg, self.p
         lay = ScalarLayout(cfg.num_layers)
         scalars, x0_lambdas = p["scalars"], p["x0_lambdas"]
         tokens, seg_ids = batch["inputs"], batch["seg_ids"]
         mlp = self.ops.mlp
 
-        # tied: the head is the input embedding (recipe §1.11)
-        e = ops.embedding_lookup(p["lm_head"] if tied else p["embed"], tokens)
-        value_embeds = ops.embedding_lookup(p["ve"], tokens)  # (num_value_embeds, T, D): one gather for all layers
+        if rows is None:
+            # tied: the head is the input embedding (recipe §1.11)
+            e = ops.embedding_lookup(p[embedding_table(tied)], tokens)
+            value_embeds = ops.embedding_lookup(p["ve"], tokens)  # (num_value_embeds, T, D): one gather for all layers
+        else:
+            e, value_embeds = ops.gathered_rows(rows["embed"], tokens), rows["ve"]
         e = smear(e, p["smear_gate"], scalars[lay.smear])
         x0 = rms_norm(e, cfg.rms_eps)
         x = x0
@@ -247,10 +251,10 @@ class GPT(nn.Module):
         y = output_gate(y, u, p["attn_gate_bank"][bank])
         return jnp.dot(y.reshape(seq_len, D), w_o.T)
 
-    def train_loss(self, batch, dyn, windows, tied):
+    def train_loss(self, batch, dyn, windows, tied, rows=None):
         """SUM over rows of the soft-capped MTP cross entropy (recipe §2.1), FP8 head if cfg.fp8_head."""
         cfg = self.cfg
-        h = self.hidden(batch, dyn, windows, tied)
+        h = self.hidden(batch, dyn, windows, tied, rows)
         return self.ops.head_loss(h, self.p["lm_head"], batch["targets"], dyn["mtp_weights"], fp8=cfg.fp8_head,
                                   scales=cfg.fp8_scales, softcap=cfg.softcap, lm_head=self.ops.lm_head,
                                   cross_entropy=self.ops.cross_entropy)
@@ -280,12 +284,27 @@ def init_params(cfg: ModelConfig, key) -> dict[str, jax.Array]:
 
 
 def train_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int], tied: bool,
-               kernels: ops.Kernels | None = None):
+               kernels: ops.Kernels | None = None, rows: dict | None = None):
     """f32 scalar: the SUM of the row losses of one packed sequence (recipe §2.1; the caller divides if it must).
     kernels: the op functions (ops.kernels(cfg.backends), built once by the caller); None builds them from
-    cfg.backends at every trace."""
+    cfg.backends at every trace. rows: embedding_rows(params, batch["inputs"], tied), for a caller that takes the
+    gradient with respect to the gathered rows instead of the tables (engine.make_grad_fn); the tables in params are
+    then not read."""
     _check_call(params, batch, dyn, cfg, windows)
-    return GPT(cfg, kernels).apply({"params": params}, batch, dyn, tuple(windows), tied, method=GPT.train_loss)
+    return GPT(cfg, kernels).apply({"params": params}, batch, dyn, tuple(windows), tied, rows, method=GPT.train_loss)
+
+
+def embedding_table(tied: bool) -> str:
+    """The parameter the input embedding reads: the head's weight while tied (recipe §1.11), else its own table."""
+    return "lm_head" if tied else "embed"
+
+
+EMBEDDING_TABLES = ("embed", "ve")  # the gathered tables; lm_head is one too while tied, but also the head's weight
+
+
+def embedding_rows(params, tokens, tied: bool) -> dict:
+    """{"embed": (T, D), "ve": (num_value_embeds, T, D)}: the rows the model gathers for the tokens (T,)."""
+    return {"embed": jnp.take(params[embedding_table(tied)], tokens, axis=0), "ve": jnp.take(params["ve"], tokens, axis=-2)}
 
 
 def eval_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int], tied: bool,

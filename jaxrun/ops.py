@@ -559,6 +559,37 @@ def _embedding_lookup_bwd(residuals, g):
 embedding_lookup.defvjp(_embedding_lookup_fwd, _embedding_lookup_bwd)
 
 
+def gathered_rows(rows, tokens):
+    """The input-embedding rows of ``tokens`` that the caller gathered itself (engine.make_grad_fn differentiates with
+    respect to them): the identity, called where the model takes them in, so that one function receives their
+    cotangent, as embedding_lookup does when the model gathers (jaxrun.fp8_audit taps both)."""
+    del tokens
+    return rows
+
+
+def accumulate_gathered_grad(acc, tokens, row_grads, dense_grad=None):
+    """acc (..., V, D) f32 plus the table gradient of a gather ``table[..., tokens, :]`` whose rows got the cotangent
+    ``row_grads`` (..., T, D), rounded exactly as embedding_lookup's backward rounds it: repeated tokens summed in fp32,
+    the sum rounded to the table's bf16; with ``dense_grad`` (..., V, D) bf16, the table's other gradient (the tied
+    head's), the two added in bf16 first, as autodiff adds them. The same numbers as
+    ``acc + (dense_grad + grad of embedding_lookup).astype(f32)``, without a dense (V, D) gradient per micro-batch:
+    the sum runs over the T rows (sorted unique tokens, a segment sum) and lands in acc's touched rows only, which
+    removes a memset, a cast and a read-modify-write of every table per micro-batch (the value embeddings are 5 of
+    them)."""
+    t = tokens.shape[0]
+    vocab = acc.shape[-2]
+    # the distinct tokens, padded with an out-of-range id (dropped by the scatters below); inverse maps each row to its
+    # distinct token (unique indices: the bf16 scatter below then rounds once per row, with no atomics)
+    unique, inverse = jnp.unique(tokens, return_inverse=True, size=t, fill_value=vocab)
+    moved = jnp.moveaxis(row_grads.astype(jnp.float32), -2, 0)  # (T, ..., D): segment_sum sums over the first axis
+    sums = jnp.moveaxis(jax.ops.segment_sum(moved, inverse.reshape(-1), num_segments=t), 0, -2)
+    rounded = sums.astype(jnp.bfloat16)  # what embedding_lookup's backward returns for these rows
+    if dense_grad is None:
+        return acc.at[..., unique, :].add(rounded.astype(jnp.float32), mode="drop")
+    combined = dense_grad.at[..., unique, :].add(rounded, mode="drop")  # one bf16 rounding per row, as add_any's
+    return acc + combined.astype(jnp.float32)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Validation loss, chunked over tokens (recipe §2.2)
 # ----------------------------------------------------------------------------------------------------------------------

@@ -56,9 +56,9 @@ def _tapped_grads(cfg, head_backend, params, batch, tied=True):
     """The loop's gradient function (engine.make_grad_fn) with the head and the input embedding tapped."""
     head_sink, embed_sink = [], []
     kernels = dataclasses.replace(ops.kernels(cfg.model.backends), lm_head=fp8_audit.tapped_head(head_backend, head_sink))
-    lookup = fp8_audit.tapped_embedding_lookup(embed_sink)
-    real_lookup = ops.embedding_lookup
-    ops.embedding_lookup = lookup
+    tapped_rows = fp8_audit.tapped_gathered_rows(embed_sink)
+    real_rows = ops.gathered_rows
+    ops.gathered_rows = tapped_rows
     try:
         mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:1])
         shapes = jax.eval_shape(lambda p: p, params)
@@ -68,7 +68,7 @@ def _tapped_grads(cfg, head_backend, params, batch, tied=True):
         _, grads = fn(params, {k: jnp.asarray(v) for k, v in batch.items()}, dyn)
         jax.block_until_ready(grads)
     finally:
-        ops.embedding_lookup = real_lookup
+        ops.gathered_rows = real_rows
     return grads, head_sink[0], embed_sink[0]
 
 

@@ -447,6 +447,39 @@ def test_embedding_lookup_gathers_rows_and_sums_gradients_of_repeated_tokens(sta
     np.testing.assert_allclose(np.asarray(grad, np.float64), expected, rtol=2**-8, atol=1e-6)
 
 
+@pytest.mark.parametrize("stack", [(), (3,)])
+@pytest.mark.parametrize("tied", [False, True])
+def test_accumulate_gathered_grad_rounds_like_the_dense_gradient(stack, tied):
+    # integers (exact in fp32 in any summation order) large enough that bf16 (8 significant bits) must round them
+    rng = np.random.default_rng(1)
+    v, d = 13, 3
+    tokens = np.asarray([5, 0, 5, 12, 5, 7, 0, 5], np.int32)  # 5 four times, 0 twice; 9 rows untouched
+    rows = rng.integers(-250, 250, (*stack, tokens.size, d)).astype(np.float32)  # exact in bf16, as row_grads are
+    rows[..., [0, 2, 4, 7], 0] = [201, 101, 1, 0]  # token 5's sum 303 is not a bf16 number (spacing 2 above 256)
+    acc = rng.integers(-1000, 1000, (*stack, v, d)).astype(np.float32) / 8
+    dense = rng.integers(-250, 250, (*stack, v, d)).astype(np.float32) if tied else None
+    # by hand: sum the repeated rows in fp32, round to bf16, (tied) add the dense gradient and round to bf16 again
+    sums = np.zeros((*stack, v, d), np.float32)
+    for i, tok in enumerate(tokens):
+        sums[..., tok, :] += rows[..., i, :]
+    grad = sums.astype(ml_dtypes.bfloat16)
+    if tied:
+        grad = (dense.astype(ml_dtypes.bfloat16).astype(np.float32) + grad.astype(np.float32)).astype(ml_dtypes.bfloat16)
+    expected = acc + grad.astype(np.float32)
+    assert not np.array_equal(expected, acc + sums + (0 if dense is None else dense))  # the roundings are visible
+    got = ops.accumulate_gathered_grad(jnp.asarray(acc), jnp.asarray(tokens), jnp.asarray(rows, jnp.bfloat16),
+                                       None if dense is None else jnp.asarray(dense, jnp.bfloat16))
+    assert got.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(got), expected)
+    # and it is the dense path it replaces: the table gradient of embedding_lookup (+ the dense one), cast, added
+    table = jnp.zeros((*stack, v, d), jnp.bfloat16)
+    _, vjp = jax.vjp(lambda t: ops.embedding_lookup(t, jnp.asarray(tokens)), table)
+    (lookup_grad,) = vjp(jnp.asarray(rows, jnp.bfloat16))
+    if tied:
+        lookup_grad = jnp.asarray(dense, jnp.bfloat16) + lookup_grad
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(jnp.asarray(acc) + lookup_grad.astype(jnp.float32)))
+
+
 def test_the_shipped_auto_table_names_registered_backends_and_cpu_gets_xla():
     table = json.loads(ops.SHIPPED_AUTO_TABLE.read_text())
     for kind, picks in table["devices"].items():
