@@ -266,6 +266,11 @@ class _Run:
                 raise data_lib.DataError(f"{err}. The {s} steps done are saved in {self.checkpointer.directory}: add "
                                          f"data, then python -m jaxrun.train --resume {self.opts.run_dir}") from err
             state, loss = engine.train_step(session, fns, state, s, batch)
+            if s == start:  # the one synchronised step time: the step lines below are asynchronous readings
+                jax.block_until_ready(state)
+                first_ms = clock.elapsed_ms()
+                self.log.print(f"first timed step (synchronised): {first_ms:.1f}ms")
+                self.log.metric({"event": "first_step", "step": s, "ms": first_ms})
             self._settle()
             self.pending = (s, loss)
             done, elapsed = s + 1, clock.elapsed_ms()

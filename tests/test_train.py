@@ -175,6 +175,8 @@ def test_log_lines_parse_as_speedrun_logs(workdir):
     assert parsed.finished and parsed.total_steps == 8
     assert list(parsed.step_steps) == list(range(1, 9))
     assert all(v > 0 for v in parsed.val_losses)
+    first = [line for line in text.splitlines() if line.startswith("first timed step (synchronised): ")]
+    assert len(first) == 1 and float(first[0].split(": ")[1].removesuffix("ms")) > 0
 
 
 def test_errors_are_reported_with_advice(tmp_path, capsys, monkeypatch):
