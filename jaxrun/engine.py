@@ -404,6 +404,12 @@ def next_batch(session: Session, s: int) -> dict:
     return session.loader.next_batch(schedule.step_shape(s, session.cfg.schedule).tokens_per_rank)
 
 
+def prime_loader(session: Session, s: int) -> None:
+    """Build the loader's pipeline for step s's batch size and start its prefetch (nothing is handed out)."""
+    if s < session.cfg.schedule.total_steps:
+        session.loader.prime(schedule.step_shape(s, session.cfg.schedule).tokens_per_rank)
+
+
 def train_step(session: Session, fns: StepFunctions, state, s: int, batch: dict):
     """One optimizer step s (recipe §4.1): the batch onto the devices, gradients, NorMuon (+ Adam on odd steps), and at
     the untie step the embedding copy. Returns (new state, the step's summed training loss as a device scalar); the

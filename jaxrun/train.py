@@ -247,6 +247,7 @@ class _Run:
     # --- the loop (recipe §4.1) ------------------------------------------------------------------------------------
     def _loop(self, fns, state, start: int, clock: _Clock) -> RunResult:
         session, cfg, total = self.session, self.session.cfg, self.total
+        engine.prime_loader(session, start)  # the first batch is built before the clock starts, not in step `start`
         jax.block_until_ready(state)
         clock.start()
         for s in range(start, total + 1):

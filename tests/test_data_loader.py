@@ -276,6 +276,27 @@ def test_prefetch_does_not_change_batches_or_states(random_shards):
     assert with_thread.get_state() == inline.get_state()
 
 
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_priming_builds_ahead_without_moving_the_stream(random_shards, prefetch):
+    cfg, _ = random_shards
+    primed, plain = TrainLoader(cfg, range(4), prefetch=prefetch), TrainLoader(cfg, range(4), prefetch=prefetch)
+    state = primed.get_state()
+    primed.prime(PHASED_SIZES[0])
+    assert primed.get_state() == state  # nothing handed out
+    if prefetch and hasattr(primed._it, "start_prefetch"):  # grain's prefetch thread runs before the first batch
+        assert getattr(primed._it, "_prefetch_thread", None) is not None
+    primed.prime(PHASED_SIZES[0])  # again: the same pipeline
+    for step, n in enumerate(PHASED_SIZES[:3]):
+        a, b = primed.next_batch(n), plain.next_batch(n)
+        for key in b:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=f"step {step} {key}")
+        assert primed.get_state() == plain.get_state(), step
+    with pytest.raises(DataError, match="tokens_per_rank must be a positive integer"):
+        primed.prime(0)
+    primed.close()
+    plain.close()
+
+
 def within(seconds, fn, *args):
     """fn(*args) on a helper thread, so that a loader waiting forever fails the test instead of hanging it."""
     out = {}
