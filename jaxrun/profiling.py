@@ -159,6 +159,171 @@ def by_source(summary: dict, sources: dict[str, str], update_sources: dict[str, 
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Roofline floors from the compiled HLO: bytes each kernel must move, FLOPs of the GEMMs
+# ----------------------------------------------------------------------------------------------------------------------
+
+# The ceilings a floor divides by (one H200): the bf16 GEMM rate measured through XLA (GPU.md: ~790 TFLOP/s), the
+# FP8 rate `bench ops` measured on an H100, whose tensor cores an H200 shares (1,450 TFLOP/s, 2026-11-25; the
+# record's FP8 head GEMMs reach ~1,200 in a step), and an HBM copy rate of 90% of the 4.8 TB/s specification
+# (assumed, not measured). `python -m jaxrun.profiling --ceilings bf16,fp8,copy` (TFLOP/s, TFLOP/s, TB/s) overrides.
+CEILINGS = {"bf16": 790e12, "fp8": 1450e12, "copy": 4.3e12}
+
+_DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4, "u32": 4, "f32": 4,
+                "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
+_ARRAY = re.compile(r"\b([a-z]+[0-9]*[a-z0-9]*)\[([0-9,]*)\]")
+_DEFINITION = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\([^()]*\)|\S+) ([\w\-]+)\(([^()]*)\)(.*)$")
+_CONTRACTING = re.compile(r'"?lhs_contracting_dim(?:ension)?s"?[=:]\s*[\[{]([^\]}]*)[\]}]')
+
+
+def _arrays(shape: str) -> list[tuple[str, list[int]]]:
+    return [(dtype, [int(d) for d in dims.split(",") if d]) for dtype, dims in _ARRAY.findall(shape)]
+
+
+def _nbytes(dtype: str, dims: list[int]) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n * (1 if dtype.startswith("f8") else _DTYPE_BYTES.get(dtype, 4))
+
+
+def hlo_costs(text: str) -> dict[str, dict]:
+    """{instruction name: {"bytes", "flops", "rate"}} of an optimized HLO text (Compiled.as_text()), for every
+    instruction that launches kernels: bytes = its operands' plus its outputs' sizes, as XLA passes them (an operand
+    read in part counts whole; cuBLAS's s8 workspace is left out); flops = 2·M·N·K of a cuBLAS GEMM or an XLA GEMM
+    fusion (None for everything else, e.g. our triton kernels, whose FLOPs the HLO does not say); rate = "fp8" for
+    FP8 GEMMs, else "bf16". Names as hlo_sources' keys, with '.' and with '_'."""
+    shapes: dict[str, str] = {}
+    rows = []
+    for line in text.splitlines():
+        m = _DEFINITION.match(line)
+        if not m:
+            continue
+        name, shape, opcode, operands, rest = m.groups()
+        shapes[name] = shape
+        rows.append((name, shape, opcode, operands, rest))
+    dots: dict[str, tuple[str, str, str]] = {}  # computation -> (its dot's lhs operand, contracting dims, out shape)
+    current = None
+    for line in text.splitlines():
+        if (c := re.match(r"^\s*%?([\w.\-]+) (?:\([^)]*\) -> .*)?\{\s*$", line)) or line.startswith("ENTRY"):
+            current = c.group(1) if c else "ENTRY"
+        m = _DEFINITION.match(line)
+        if m and m.group(3) == "dot" and current and (k := _CONTRACTING.search(m.group(5))):
+            dots[current] = (m.group(4).split(",")[0].strip().lstrip("%"), k.group(1), m.group(2))
+    out: dict[str, dict] = {}
+    for name, shape, opcode, operands, rest in rows:
+        if opcode not in ("fusion", "custom-call", "copy", "transpose", "reduce", "scatter", "gather", "sort"):
+            continue
+        names = [o.strip().lstrip("%") for o in operands.split(",") if o.strip()]
+        constraint = re.search(r"operand_layout_constraints=\{((?:[^{}]|\{[^{}]*\})*)\}", rest)
+        read = (sum(_nbytes(d, dims) for d, dims in _arrays(constraint.group(1))) if constraint
+                else sum(_nbytes(d, dims) for o in names for d, dims in _arrays(shapes.get(o, ""))))
+        outputs = _arrays(shape)
+        cublas = "cublas" in rest
+        if cublas:
+            outputs = [a for a in outputs if a[0] != "s8"]
+        flops, rate = None, "bf16"
+        if cublas and (k := _CONTRACTING.search(rest)) and names:
+            flops = _gemm_flops(shapes.get(names[0], ""), k.group(1), outputs)
+            rate = "fp8" if "f8" in rest.split("custom_call_target=")[-1][:40] else "bf16"
+        elif opcode == "fusion" and (called := re.search(r"calls=%?([\w.\-]+)", rest)) and called.group(1) in dots:
+            lhs, contracting, dot_shape = dots[called.group(1)]
+            flops = _gemm_flops(shapes.get(lhs, ""), contracting, _arrays(dot_shape))
+        operand_arrays = (_arrays(constraint.group(1)) if constraint
+                          else [a for o in names for a in _arrays(shapes.get(o, ""))[:1]])
+        cost = {"bytes": read + sum(_nbytes(d, dims) for d, dims in outputs), "flops": flops, "rate": rate,
+                "operands": [dims for _, dims in operand_arrays]}
+        out[name] = out[name.replace(".", "_")] = cost
+    return out
+
+
+def _gemm_flops(lhs_shape: str, contracting: str, outputs) -> int | None:
+    lhs = _arrays(lhs_shape)
+    if not lhs or not outputs:
+        return None
+    k = 1
+    for i in (int(x.strip().strip('"')) for x in contracting.split(",") if x.strip()):
+        k *= lhs[0][1][i]
+    m_n = 1
+    for d in outputs[0][1]:
+        m_n *= d
+    return 2 * m_n * k
+
+
+def floor_us(cost: dict | None, ceilings: dict = CEILINGS) -> float | None:
+    """The roofline floor of one kernel launch: max(bytes / copy rate, FLOPs / GEMM rate), microseconds."""
+    if cost is None:
+        return None
+    t = cost["bytes"] / ceilings["copy"]
+    if cost["flops"]:
+        t = max(t, cost["flops"] / ceilings[cost["rate"]])
+    return t * 1e6
+
+
+def floors_by_source(summary: dict, sources: dict, costs: dict, update_sources: dict | None = None,
+                     update_costs: dict | None = None, ceilings: dict = CEILINGS) -> dict[str, dict]:
+    """{"label | kind": {"label", "kind", "us", "floor_us", "bytes", "flops", "covered_us", "flops_known"}} over a
+    summary's kernels (labels as by_source): the measured time, the sum of its launches' floors, and how much of the
+    measured time had a cost in the HLO (covered_us; kernels matched only by name, inside CUDA graphs, have none).
+    flops_known is False where FLOP-bound kernels have no FLOP count (attention): the floor then counts bytes only."""
+    # One HLO instruction may launch several kernels (a split-K GEMM and its reduction): its cost counts once per
+    # launch, and a launch is one call of its most frequent kernel.
+    launches: dict[tuple[bool, str], dict] = {}
+    for row in summary.get("by_op", []):
+        update = row["name"].endswith(" (update)")
+        op = row.get("op", "")
+        group = launches.setdefault((update, op or row["name"]), {"name": row["name"].removesuffix(" (update)"),
+                                                                  "op": op, "us": 0.0, "count": 0})
+        group["us"] += row["us"]
+        group["count"] = max(group["count"], row.get("count", 1))
+    out: dict[str, dict] = {}
+    for (update, _), group in launches.items():
+        table, cost_table = ((update_sources or {}), (update_costs or {})) if update else (sources, costs)
+        label = table.get(group["op"]) or table.get(group["name"]) or UNATTRIBUTED
+        if update and label != UNATTRIBUTED:
+            label = f"optimizer: {label}"
+        cost = _with_kernel_flops(cost_table.get(group["op"]), group["name"])
+        kind = "optimizer (NorMuon + Adam)" if update else kind_of(group["name"])
+        entry = out.setdefault(f"{label} | {kind}", {"label": label, "kind": kind, "us": 0.0, "floor_us": 0.0,
+                                                      "bytes": 0, "flops": 0, "covered_us": 0.0, "flops_known": True})
+        if cost is not None and cost["flops"] is None and kind in FLOP_BOUND_KINDS:
+            entry["flops_known"] = False
+        entry["us"] += group["us"]
+        if cost is not None:
+            entry["floor_us"] += group["count"] * floor_us(cost, ceilings)
+            entry["bytes"] += group["count"] * cost["bytes"]
+            entry["flops"] += group["count"] * (cost["flops"] or 0)
+            entry["covered_us"] += group["us"]
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["us"]))
+
+
+FLOP_BOUND_KINDS = ("attention (triton)", "cudnn")  # kernels whose FLOPs the HLO does not give: floors are ">="
+
+
+def _with_kernel_flops(cost: dict | None, kernel: str) -> dict | None:
+    """The fused ReLU² matmul's FLOPs, 2·M·N·K from its operands a (M, K) and b (N, K), which the HLO's custom call
+    does not state."""
+    if cost is None or cost["flops"] is not None or "relu2" not in kernel or len(cost.get("operands", [])) < 2:
+        return cost
+    (m, k), (n, _) = cost["operands"][0][-2:], cost["operands"][1][-2:]
+    return {**cost, "flops": 2 * m * n * k}
+
+
+def markdown_floors(summary: dict, top: int = 30) -> str:
+    """One phase's attributed kernels with their roofline floors (floors_by_source, in summary["floors"]). "of
+    floor" is measured over floor; ">=" marks FLOP-bound kernels whose floor counts only their bytes."""
+    steps = summary["steps"]
+    lines = ["| where (function, pass) | kind | ms | floor ms | of floor | GB moved | TFLOP |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for f in list(summary["floors"].values())[:top]:
+        ms, floor = f["us"] / 1e3 / steps, f["floor_us"] / 1e3 / steps
+        ratio = ("" if f["flops_known"] else "<=") + (f"{ms / floor:.1f}x" if floor > 0 else "—")
+        floor_text = ("" if f["flops_known"] else ">=") + f"{floor:.2f}"
+        lines.append(f"| {f['label']} | {f['kind']} | {ms:.2f} | {floor_text} | {ratio} | "
+                     f"{f['bytes'] / 1e9 / steps:.2f} | {f['flops'] / 1e12 / steps:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 HLO_FILES = ("hlo_grad.txt.gz", "hlo_update.txt.gz")  # what `bench step --profile` writes beside each phase's trace
 
 
@@ -169,13 +334,18 @@ def save_hlo(directory: str | Path, grad_text: str, update_texts: list[str]) -> 
     (directory / HLO_FILES[1]).write_bytes(gzip.compress("\n".join(update_texts).encode()))
 
 
-def attribute(summary: dict, directory: str | Path) -> dict | None:
-    """summary's by_source from the HLO files saved in ``directory`` (save_hlo), or None where there are none."""
+def attribute(summary: dict, directory: str | Path, ceilings: dict = CEILINGS) -> dict | None:
+    """summary's by_source from the HLO files saved in ``directory`` (save_hlo), or None where there are none; also
+    sets summary["floors"] (floors_by_source)."""
     grad, update = (Path(directory) / name for name in HLO_FILES)
     if not grad.is_file():
         return None
     read = lambda path: gzip.decompress(path.read_bytes()).decode() if path.is_file() else ""  # noqa: E731
-    return by_source(summary, hlo_sources(read(grad)), hlo_sources(read(update)))
+    grad_text, update_text = read(grad), read(update)
+    sources, update_sources = hlo_sources(grad_text), hlo_sources(update_text)
+    summary["floors"] = floors_by_source(summary, sources, hlo_costs(grad_text), update_sources,
+                                         hlo_costs(update_text), ceilings)
+    return by_source(summary, sources, update_sources)
 
 
 def markdown_sources(summaries: dict[str, dict], top: int = 30) -> str:
@@ -218,7 +388,9 @@ def summarize(path: str | Path, steps: int = 1) -> dict:
         row["count"] += 1
         row["us"] += float(e["dur"])
         op = str(e.get("args", {}).get("hlo_op", ""))
-        by_op.setdefault((key, op), {"name": key, "op": op, "us": 0.0})["us"] += float(e["dur"])
+        op_row = by_op.setdefault((key, op), {"name": key, "op": op, "us": 0.0, "count": 0})
+        op_row["us"] += float(e["dur"])
+        op_row["count"] += 1
     by_kind: dict[str, float] = {}
     for row in by_name.values():
         by_kind[row["kind"]] = by_kind.get(row["kind"], 0.0) + row["us"]
@@ -295,20 +467,33 @@ def main(argv=None) -> None:
     parser.add_argument("--labels", help="comma-separated column labels for the traces (default: their paths)")
     parser.add_argument("--markdown", help="write the table of every trace's kinds here")
     parser.add_argument("--json", help="write the summary (of the first trace) here")
+    parser.add_argument("--ceilings", help="the roofline floors' rates: bf16 TFLOP/s, FP8 TFLOP/s, copy TB/s "
+                        f"(default {CEILINGS['bf16'] / 1e12:.0f},{CEILINGS['fp8'] / 1e12:.0f},{CEILINGS['copy'] / 1e12:.1f}: "
+                        "one H200, see CEILINGS)")
     args = parser.parse_args(argv)
+    ceilings = CEILINGS
+    if args.ceilings:
+        try:
+            bf16, fp8, copy = (float(x) for x in args.ceilings.split(","))
+        except ValueError:
+            parser.error(f"--ceilings wants three numbers, bf16,fp8,copy (TFLOP/s, TFLOP/s, TB/s), got {args.ceilings!r}")
+        ceilings = {"bf16": bf16 * 1e12, "fp8": fp8 * 1e12, "copy": copy * 1e12}
     labels = args.labels.split(",") if args.labels else list(args.path)
     if len(labels) != len(args.path):
         parser.error(f"--labels names {len(labels)} traces, {len(args.path)} given")
     summaries = {label: summarize(path, args.steps) for label, path in zip(labels, args.path)}
     for path, summary in zip(args.path, summaries.values()):
         print_summary(summary, args.top)
-        if Path(path).is_dir() and (sources := attribute(summary, path)) is not None:
+        if Path(path).is_dir() and (sources := attribute(summary, path, ceilings)) is not None:
             summary["by_source"] = sources
             print_sources(summary, sources, args.top)
+            print("\n" + markdown_floors(summary, args.top))
     if args.markdown:
         text = markdown_table(summaries)
         if all("by_source" in s for s in summaries.values()):
             text += "\n" + markdown_sources(summaries, args.top)
+            for label, s in summaries.items():
+                text += f"\n{label}, roofline floors:\n\n" + markdown_floors(s, args.top)
         Path(args.markdown).write_text(text)
     if args.json:
         Path(args.json).write_text(json.dumps(next(iter(summaries.values())), indent=1))

@@ -234,6 +234,7 @@ def bench_phase(session: engine.Session, fns: engine.StepFunctions, state: dict,
             profiling.print_summary(summary, top=25)
             summary["by_source"] = profiling.attribute(summary, trace_dir)
             profiling.print_sources(summary, summary["by_source"])
+            print("\n" + profiling.markdown_floors(summary, top=25))
             figures["profile"] = {k: v for k, v in summary.items() if k != "by_name"} | {"by_name": summary["by_name"][:40]}
     return state, figures
 

@@ -135,3 +135,71 @@ ENTRY %main {
     text = out.read_text()
     assert "| rms_norm fwd | 0.03 |" in text and "| smear bwd | 0.02 |" in text
     assert "rms_norm fwd" in capsys.readouterr().out
+
+
+HLO_COSTS = """HloModule jit_local
+
+%fused_dot (p0: bf16[64,32], p1: bf16[16,32]) -> f32[64,16] {
+  %p0 = bf16[64,32]{1,0} parameter(0)
+  %p1 = bf16[16,32]{1,0} parameter(1)
+  ROOT %dot.1 = f32[64,16]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={1}
+}
+
+ENTRY %main {
+  %a = bf16[128,256]{1,0} parameter(0)
+  %b = bf16[512,256]{1,0} parameter(1)
+  %x = f32[1000]{0} parameter(2)
+  %loop_add_fusion.2 = f32[1000]{0} fusion(%x, %x), kind=kLoop, calls=%c
+  %custom-call.7 = (bf16[128,512]{1,0}, s8[33554432]{0}) custom-call(%a, %b), custom_call_target="__cublas$lt$matmul", backend_config={"gemm_backend_config":{"dot_dimension_numbers":{"lhs_batch_dimensions":[],"lhs_contracting_dimensions":["1"],"rhs_batch_dimensions":[],"rhs_contracting_dimensions":["1"]}}}
+  %triton_kernel_call.3 = bf16[128,512]{1,0} custom-call(%a, %b), custom_call_target="triton_kernel_call", operand_layout_constraints={bf16[128,256]{1,0}, bf16[512,256]{1,0}}, api_version=API_VERSION_STATUS_RETURNING
+  ROOT %gemm_fusion_dot.4 = f32[64,16]{1,0} fusion(%a, %b), kind=kCustom, calls=%fused_dot
+}
+"""
+
+
+def test_hlo_costs_count_bytes_and_gemm_flops_by_hand():
+    costs = profiling.hlo_costs(HLO_COSTS)
+    # two f32[1000] reads and one write
+    assert costs["loop_add_fusion.2"]["bytes"] == 3 * 4000 and costs["loop_add_fusion.2"]["flops"] is None
+    assert costs["loop_add_fusion_2"] is costs["loop_add_fusion.2"]  # the kernel-name spelling too
+    # a (128, 256) x (512, 256)^T GEMM: reads both operands, writes (128, 512) bf16, not the s8 workspace
+    gemm = costs["custom-call.7"]
+    assert gemm["bytes"] == 2 * (128 * 256 + 512 * 256 + 128 * 512) and gemm["flops"] == 2 * 128 * 512 * 256
+    assert gemm["rate"] == "bf16"
+    # a triton call: its operands from the layout constraints; no FLOPs in the HLO (the relu2 kernel gets them)
+    triton = costs["triton_kernel_call.3"]
+    assert triton["bytes"] == gemm["bytes"] and triton["flops"] is None and triton["operands"] == [[128, 256], [512, 256]]
+    assert profiling._with_kernel_flops(triton, "_relu2_matmul_kernel")["flops"] == 2 * 128 * 512 * 256
+    assert profiling._with_kernel_flops(triton, "_attn_fwd_kernel")["flops"] is None
+    # an XLA GEMM fusion: the FLOPs of the dot in the computation it calls, 2 * 64 * 16 * 32
+    assert costs["gemm_fusion_dot.4"]["flops"] == 2 * 64 * 16 * 32
+    # a floor is the larger of bytes over the copy rate and FLOPs over the GEMM rate
+    ceilings = {"bf16": 1e12, "fp8": 2e12, "copy": 1e9}
+    assert profiling.floor_us(gemm, ceilings) == pytest.approx(max(gemm["bytes"] / 1e9, gemm["flops"] / 1e12) * 1e6)
+
+
+def test_floors_count_each_launch_once_and_mark_bytes_only_floors():
+    costs = profiling.hlo_costs(HLO_COSTS)
+    sources = {"custom-call.7": "mlp bwd", "triton_kernel_call.3": "attention fwd"}
+    summary = {"by_op": [
+        # a split-K GEMM: two kernels per launch, 3 launches; its cost counts 3 times, not 6
+        {"name": "nvjet_sm90_splitK", "op": "custom-call.7", "us": 30.0, "count": 3},
+        {"name": "cublasLt::splitKreduce_kernel", "op": "custom-call.7", "us": 6.0, "count": 3},
+        {"name": "_attn_fwd_kernel", "op": "triton_kernel_call.3", "us": 10.0, "count": 1},
+    ]}
+    ceilings = {"bf16": 1e12, "fp8": 2e12, "copy": 1e9}
+    floors = profiling.floors_by_source(summary, sources, costs, ceilings=ceilings)
+    gemm = floors["mlp bwd | matmul (cuBLAS/cutlass)"]
+    assert gemm["us"] == 36.0 and gemm["flops"] == 3 * costs["custom-call.7"]["flops"]
+    assert gemm["floor_us"] == pytest.approx(3 * profiling.floor_us(costs["custom-call.7"], ceilings))
+    assert gemm["flops_known"]
+    attention = floors["attention fwd | attention (triton)"]
+    assert not attention["flops_known"] and attention["bytes"] == costs["triton_kernel_call.3"]["bytes"]
+    table = profiling.markdown_floors({"steps": 1, "floors": floors})
+    assert "| attention fwd | attention (triton) | 0.01 | >=" in table
+
+
+def test_ceilings_option_wants_three_rates(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        profiling.main([str(tmp_path), "--ceilings", "790,1450"])
+    assert "--ceilings wants three numbers" in capsys.readouterr().err
