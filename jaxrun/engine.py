@@ -125,8 +125,9 @@ def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool, kernel
     def local(params, batch, dyn):
         def micro(acc, b):
             # Differentiate with respect to the gathered embedding rows, not the tables, and add the rows' gradient
-            # into the fp32 sums directly (ops.accumulate_gathered_grad, the same numbers as the tables' dense
-            # gradient): no (V, D) gradient of the embedding and the five value-embedding tables per micro-batch.
+            # into the fp32 sums directly (ops.accumulate_gathered_grad: the tables' dense gradient's numbers, the
+            # tied head's summed in bf16 as the reference's autograd sums it): no (V, D) gradient of the embedding
+            # and the five value-embedding tables per micro-batch.
             tokens = b["inputs"]
             dense = {k: v for k, v in params.items() if k not in model.EMBEDDING_TABLES}
 

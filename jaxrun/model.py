@@ -304,7 +304,8 @@ EMBEDDING_TABLES = ("embed", "ve")  # the gathered tables; lm_head is one too wh
 
 def embedding_rows(params, tokens, tied: bool) -> dict:
     """{"embed": (T, D), "ve": (num_value_embeds, T, D)}: the rows the model gathers for the tokens (T,)."""
-    return {"embed": jnp.take(params[embedding_table(tied)], tokens, axis=0), "ve": jnp.take(params["ve"], tokens, axis=-2)}
+    return {"embed": jnp.take(params[embedding_table(tied)], tokens, axis=0),
+            "ve": jnp.take(params["ve"], tokens, axis=-2)}
 
 
 def eval_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int], tied: bool,
