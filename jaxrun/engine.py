@@ -306,7 +306,8 @@ class StepFunctions:
     update: dict
     eval: dict
     untie: object  # None when the steps compiled for do not include the untie step
-    seconds: float
+    seconds: float  # lowering and compiling, all variants
+    lower_seconds: float = 0.0  # of that, tracing and lowering (sequential, Python); the persistent cache skips the rest
 
     def counts(self) -> dict:
         return {"grad": len(self.grad), "update": len(self.update), "eval": len(self.eval), "untie": int(self.untie is not None)}
@@ -338,12 +339,14 @@ def compile_step_functions(session: Session, steps=None, evals=None) -> StepFunc
                 params_abstract, session.val_batches[0], dyn0)
     if schedule.untie_step(cfg.schedule) in steps:
         lowered[("untie", None)] = make_untie_fn(shardings).lower(abstract_like(shapes, shardings))
+    lower_seconds = time.perf_counter() - t0
     with explained_oom("compiling", cfg, mesh.devices.size), ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
         futures = {key: pool.submit(low.compile) for key, low in lowered.items()}
         compiled = {key: f.result() for key, f in futures.items()}
     pick = lambda kind: {k[1]: v for k, v in compiled.items() if k[0] == kind}  # noqa: E731
     return StepFunctions(grad=pick("grad"), update=pick("update"), eval=pick("eval"),
-                         untie=compiled.get(("untie", None)), seconds=time.perf_counter() - t0)
+                         untie=compiled.get(("untie", None)), seconds=time.perf_counter() - t0,
+                         lower_seconds=lower_seconds)
 
 
 def _replicated_abstract(tree, mesh):

@@ -155,7 +155,8 @@ def compile_cold_and_warm(session: engine.Session, **variants) -> tuple[engine.S
         cache_files = sum(1 for f in cache_dir.rglob("*") if f.is_file())
         jax.clear_caches()
         warm = engine.compile_step_functions(session, **variants)
-    return warm, {"cold_s": cold.seconds, "warm_s": warm.seconds, "variants": warm.counts(), "cache_files": cache_files}
+    return warm, {"cold_s": cold.seconds, "warm_s": warm.seconds, "lower_s": warm.lower_seconds,
+                  "variants": warm.counts(), "cache_files": cache_files}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -279,8 +280,8 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
             announce("compiling every step variant once, through the usual persistent cache")
             engine.enable_compile_cache(cfg)
             fns = engine.compile_step_functions(session, **variants_to_compile(cfg, opts, phases))
-            result["compile"] = {"cold_s": None, "warm_s": None, "once_s": fns.seconds, "cache_files": None,
-                                 "variants": fns.counts()}
+            result["compile"] = {"cold_s": None, "warm_s": None, "once_s": fns.seconds, "lower_s": fns.lower_seconds,
+                                 "cache_files": None, "variants": fns.counts()}
         announce(f"compile: {compile_summary(result['compile'])}")
         with engine.explained_oom("benchmarking the step", cfg, num_devices):
             state = engine.initial_state(session)
@@ -343,9 +344,11 @@ def format_row(f: dict) -> str:
 
 def compile_summary(c: dict) -> str:
     """How the step functions compiled: cold then warm (``result["compile"]`` of a default run), or once (--skip-cold)."""
+    lowering = f"; lowering (tracing, sequential) {c['lower_s']:.1f} s of it" if c.get("lower_s") is not None else ""
     if c["cold_s"] is None:
-        return f"{c['once_s']:.1f} s through the usual persistent cache"
-    return f"cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)"
+        return f"{c['once_s']:.1f} s through the usual persistent cache{lowering}"
+    return (f"cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)"
+            + lowering.replace(" of it", " of the warm one"))
 
 
 def print_report(result: dict) -> None:

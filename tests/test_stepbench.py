@@ -78,6 +78,7 @@ def test_json_has_the_environment_and_compile_times(result):
     assert c["variants"] == {"grad": 1, "update": 2, "eval": 2, "untie": 1}
     assert c["cache_files"] >= sum(c["variants"].values())  # every executable went to the fresh cache
     assert 0 < c["warm_s"] < c["cold_s"]
+    assert 0 < c["lower_s"] < c["warm_s"]  # the warm compile still traces and lowers every variant
 
 
 def test_phase_figures_are_consistent(result):
@@ -172,7 +173,7 @@ def test_report_says_how_the_steps_compiled(result, capsys):
     assert f"cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)" in capsys.readouterr().out
     skip_cold = {**result, "compile": {**c, "cold_s": None, "warm_s": None, "once_s": 1.5, "cache_files": None}}
     stepbench.print_report(skip_cold)  # what --skip-cold records
-    assert "untie variants: 1.5 s through the usual persistent cache" in capsys.readouterr().out
+    assert "untie variants: 1.5 s through the usual persistent cache; lowering (tracing, sequential)" in capsys.readouterr().out
 
 
 def _torch_style_log(path, total, step_ms):
