@@ -62,6 +62,7 @@ def find_trace(path: str | Path) -> Path:
 # step's other kernels belong to the gradient function (its micro-batches and the reduce-scatter).
 OPTIMIZER_KIND = "optimizer (NorMuon + Adam)"
 OPTIMIZER_MODULE = re.compile(r"^jit_update")
+UPDATE_SUFFIX = " (update)"  # appended to the names of the optimizer's kernels in a summary
 
 
 def kind_of(name: str, module: str = "") -> str:
@@ -148,15 +149,19 @@ def by_source(summary: dict, sources: dict[str, str], update_sources: dict[str, 
     XLA_FLAGS=--xla_gpu_enable_command_buffer= to attribute them too."""
     out: dict[str, float] = {}
     for row in summary.get("by_op", summary["by_name"]):
-        name, op = row["name"], row.get("op", "")
-        update = name.endswith(" (update)")
-        table = (update_sources or {}) if update else sources
-        name = name.removesuffix(" (update)")
-        label = table.get(op) or table.get(name) or UNATTRIBUTED
-        if update and label != UNATTRIBUTED:
-            label = f"optimizer: {label}"
+        label = source_label(row["name"], row.get("op", ""), sources, update_sources)
         out[label] = out.get(label, 0.0) + row["us"]
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def source_label(kernel: str, op: str, sources: dict[str, str], update_sources: dict[str, str] | None = None) -> str:
+    """The source label of one kernel of a summary (its name, " (update)" for the optimizer's, and the HLO op that
+    launched it): by the op, else by the kernel's name, in the gradient's or the optimizer's table; "optimizer: ..."
+    for the optimizer's; UNATTRIBUTED where neither names it."""
+    update = kernel.endswith(UPDATE_SUFFIX)
+    table = (update_sources or {}) if update else sources
+    label = table.get(op) or table.get(kernel.removesuffix(UPDATE_SUFFIX)) or UNATTRIBUTED
+    return f"optimizer: {label}" if update and label != UNATTRIBUTED else label
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -268,22 +273,21 @@ def floors_by_source(summary: dict, sources: dict, costs: dict, update_sources: 
     flops_known is False where FLOP-bound kernels have no FLOP count (attention): the floor then counts bytes only."""
     # One HLO instruction may launch several kernels (a split-K GEMM and its reduction): its cost counts once per
     # launch, and a launch is one call of its most frequent kernel.
+    kinds = {row["name"]: row["kind"] for row in summary.get("by_name", [])}
     launches: dict[tuple[bool, str], dict] = {}
     for row in summary.get("by_op", []):
-        update = row["name"].endswith(" (update)")
+        update = row["name"].endswith(UPDATE_SUFFIX)
         op = row.get("op", "")
-        group = launches.setdefault((update, op or row["name"]), {"name": row["name"].removesuffix(" (update)"),
-                                                                  "op": op, "us": 0.0, "count": 0})
+        group = launches.setdefault((update, op or row["name"]), {"name": row["name"], "op": op, "us": 0.0, "count": 0})
         group["us"] += row["us"]
         group["count"] = max(group["count"], row.get("count", 1))
     out: dict[str, dict] = {}
     for (update, _), group in launches.items():
-        table, cost_table = ((update_sources or {}), (update_costs or {})) if update else (sources, costs)
-        label = table.get(group["op"]) or table.get(group["name"]) or UNATTRIBUTED
-        if update and label != UNATTRIBUTED:
-            label = f"optimizer: {label}"
-        cost = _with_kernel_flops(cost_table.get(group["op"]), group["name"])
-        kind = "optimizer (NorMuon + Adam)" if update else kind_of(group["name"])
+        label = source_label(group["name"], group["op"], sources, update_sources)
+        cost_table = (update_costs or {}) if update else costs
+        kernel = group["name"].removesuffix(UPDATE_SUFFIX)
+        cost = _with_kernel_flops(cost_table.get(group["op"]), kernel)
+        kind = kinds.get(group["name"]) or (OPTIMIZER_KIND if update else kind_of(kernel))
         entry = out.setdefault(f"{label} | {kind}", {"label": label, "kind": kind, "us": 0.0, "floor_us": 0.0,
                                                       "bytes": 0, "flops": 0, "covered_us": 0.0, "flops_known": True})
         if cost is not None and cost["flops"] is None and kind in FLOP_BOUND_KINDS:
@@ -383,7 +387,7 @@ def summarize(path: str | Path, steps: int = 1) -> dict:
     by_op: dict[tuple[str, str], dict] = {}  # (kernel, the HLO instruction that launched it): what attribute() reads
     for e in kernels:
         module = str(e.get("args", {}).get("hlo_module", ""))
-        key = e["name"] if not OPTIMIZER_MODULE.search(module) else f"{e['name']} (update)"
+        key = e["name"] if not OPTIMIZER_MODULE.search(module) else e["name"] + UPDATE_SUFFIX
         row = by_name.setdefault(key, {"name": key, "kind": kind_of(e["name"], module), "count": 0, "us": 0.0})
         row["count"] += 1
         row["us"] += float(e["dur"])

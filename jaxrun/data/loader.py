@@ -95,9 +95,7 @@ class TrainLoader:
 
         Out of data: DataError, and the loader stays where it was (get_state() still names the next batch to build).
         """
-        if isinstance(tokens_per_rank, bool) or not isinstance(tokens_per_rank, (int, np.integer)) or tokens_per_rank < 1:
-            raise DataError(f"tokens_per_rank must be a positive integer, got {tokens_per_rank!r}")
-        self._use(int(tokens_per_rank))
+        self._use(tokens_per_rank)
         try:
             return next(self._it)
         except DataError:
@@ -106,7 +104,11 @@ class TrainLoader:
             self._it.set_state(self._it.get_state())
             raise
 
-    def _use(self, n: int) -> None:
+    def _use(self, tokens_per_rank: int) -> None:
+        """The pipeline for batches of tokens_per_rank (checked here), continuing at the same state."""
+        if isinstance(tokens_per_rank, bool) or not isinstance(tokens_per_rank, (int, np.integer)) or tokens_per_rank < 1:
+            raise DataError(f"tokens_per_rank must be a positive integer, got {tokens_per_rank!r}")
+        n = int(tokens_per_rank)
         if n != self._n:  # a phase boundary (or the first batch): continue at the same state with a pipeline for N
             state = self._it.get_state()
             _close(self._it)
@@ -117,9 +119,7 @@ class TrainLoader:
         """Build the pipeline for batches of ``tokens_per_rank`` and start its prefetch thread, without handing out a
         batch (the state does not move): the training loop calls it before its clock starts, so that its first timed
         step does not build the pipeline and wait for the first batch."""
-        if isinstance(tokens_per_rank, bool) or not isinstance(tokens_per_rank, (int, np.integer)) or tokens_per_rank < 1:
-            raise DataError(f"tokens_per_rank must be a positive integer, got {tokens_per_rank!r}")
-        self._use(int(tokens_per_rank))
+        self._use(tokens_per_rank)
         start = getattr(self._it, "start_prefetch", None)  # grain's thread prefetch iterator (grain >= 0.2.12)
         if self._prefetch and start is not None:  # (with a buffer of 0 grain's queue is unbounded: never start it)
             start()
