@@ -189,8 +189,10 @@ if triton is not None:
     def _grad_out(grad, grad_scale, QUANT: tl.constexpr, BY_RECIPROCAL: tl.constexpr):
         """What is stored of dℓ: bf16, or (QUANT) the e5m2 of it."""
         if QUANT:
-            return _to_e5m2(grad, grad_scale, BY_RECIPROCAL)
-        return grad.to(tl.bfloat16)
+            out = _to_e5m2(grad, grad_scale, BY_RECIPROCAL)
+        else:
+            out = grad.to(tl.bfloat16)
+        return out
 
     @triton.jit
     def _grad_block(row_ptr, grad_row_ptr, cols, lse, g, weight_sum, cap, inv_temp, shift, grad_scale,
