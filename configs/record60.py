@@ -121,6 +121,7 @@ RUN = RunConfig(
     checkpoint_every=0,
     log_every=1,
     compile_cache_dir="~/.cache/jaxrun/jax_compilation_cache",
+    lowering_cache_dir="~/.cache/jaxrun/lowered",  # traced step functions (jax.export): a cached start skips tracing
     target_val_loss=3.28,
 )
 

@@ -163,6 +163,8 @@ class RunConfig:
     # The speedrun's bar: mean final val loss below it, one-sided t-test p < 0.01 over runs (recipe §6); jaxrun.compare's default.
     target_val_loss: float = 3.28
     keep_checkpoints: int = 3  # the newest N stay on disk: a damaged one falls back to the one before
+    # the step functions' lowerings (jaxrun.lowering_cache), so that a cached start skips tracing; "" disables it
+    lowering_cache_dir: str = "~/.cache/jaxrun/lowered"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ from jax.sharding import PartitionSpec as P
 from jaxrun import data as data_lib
 from jaxrun import evaluate as evaluate_lib
 from jaxrun import model, ops, optim, schedule, sharding
+from jaxrun import lowering_cache
+from jaxrun.lowering_cache import LoweringCache
 from jaxrun.checkpoint import abstract_like
 from jaxrun.config import Config, ConfigError
 
@@ -160,6 +162,9 @@ def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool, kernel
     return build
 
 
+DONATE_STATE = (0,)  # the update and untie functions donate the state they replace (their first argument)
+
+
 def make_update_fn(cfg: Config, mesh, shardings, adam: bool):
     """fn(state, grads, step) -> state: NorMuon every step; Adam on odd steps with the 2-step sum (recipe §3.4)."""
     muon_tx = optim.normuon(cfg.optim, cfg.schedule, orth_layout=sharding.matrix_split(mesh))
@@ -180,7 +185,7 @@ def make_update_fn(cfg: Config, mesh, shardings, adam: bool):
             acc = jax.tree.map(jnp.zeros_like, acc)
         return {"params": params, "master": master, "muon": muon_state, "adam": adam_state, "adam_acc": acc}
 
-    return jax.jit(update, in_shardings=(shardings, None, None), out_shardings=shardings, donate_argnums=(0,))
+    return jax.jit(update, in_shardings=(shardings, None, None), out_shardings=shardings, donate_argnums=DONATE_STATE)
 
 
 def make_untie_fn(shardings):
@@ -190,7 +195,7 @@ def make_untie_fn(shardings):
         params, adam_state = optim.untie_embedding(state["params"], state["adam"])
         return {**state, "params": params, "adam": adam_state}
 
-    return jax.jit(untie, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=(0,))
+    return jax.jit(untie, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=DONATE_STATE)
 
 
 def dyn_inputs(cfg: Config, s: int) -> dict:
@@ -258,6 +263,7 @@ class Session:
     val_batches: list  # device batches of (num_ranks, val tokens per rank), one per validation step
     shapes: dict  # the state's ShapeDtypeStructs (init_state under eval_shape)
     shardings: dict  # the state's shardings (state_shardings)
+    lowering_cache: LoweringCache = LoweringCache(None)  # cfg.run.lowering_cache_dir, keyed for this code, devices, config
 
     @property
     def num_devices(self) -> int:
@@ -283,8 +289,9 @@ def setup(cfg: Config, devices: int | None = None, announce=print) -> Session:
                    for b in data_lib.val_batches(cfg.data, ranks)]
     shapes = jax.eval_shape(lambda k: init_state(cfg, k), jax.random.PRNGKey(cfg.run.seed))
     loader = data_lib.TrainLoader(cfg.data, ranks)
-    return Session(cfg=cfg, kernels=ops.kernels(cfg.model.backends), mesh=mesh, ranks=ranks, loader=loader, val_batches=val_batches, shapes=shapes,
-                   shardings=state_shardings(shapes, mesh))
+    return Session(cfg=cfg, kernels=ops.kernels(cfg.model.backends), mesh=mesh, ranks=ranks, loader=loader,
+                   val_batches=val_batches, shapes=shapes, shardings=state_shardings(shapes, mesh),
+                   lowering_cache=LoweringCache.for_run(cfg, mesh))
 
 
 def initial_state(session: Session) -> dict:
@@ -308,37 +315,47 @@ class StepFunctions:
     untie: object  # None when the steps compiled for do not include the untie step
     seconds: float  # lowering and compiling, all variants
     lower_seconds: float = 0.0  # of that, tracing and lowering (sequential, Python); the persistent cache skips the rest
+    lowering: dict = dataclasses.field(default_factory=dict)  # variant -> what the lowering cache did (lowering_cache)
 
     def counts(self) -> dict:
         return {"grad": len(self.grad), "update": len(self.update), "eval": len(self.eval), "untie": int(self.untie is not None)}
 
+    def lowering_summary(self) -> str:
+        """E.g. "9 lowerings read from the lowering cache, 2 stored"; then any variant it could not serve, and why."""
+        outcomes = list(self.lowering.values())
+        if not outcomes or set(outcomes) == {lowering_cache.OFF}:
+            return "lowering cache off"
+        read, stored = outcomes.count(lowering_cache.HIT), outcomes.count(lowering_cache.STORED)
+        others = [f"{key[0]} {key[1]}: {how}" for key, how in self.lowering.items()
+                  if how not in (lowering_cache.HIT, lowering_cache.STORED)]
+        return "; ".join([f"{read} of {len(outcomes)} lowerings read from the lowering cache, {stored} stored", *others])
 
-def compile_step_functions(session: Session, steps=None, evals=None) -> StepFunctions:
+
+def compile_step_functions(session: Session, steps=None, evals=None, cache: LoweringCache | None = None) -> StepFunctions:
     """Lower every step variant that the training steps ``steps`` (default: the whole schedule) and the validations at
     ``evals`` (default: the schedule's) use, then compile them concurrently (XLA compiles release the GIL; a record
     config has ~12 variants, so this divides the untimed start-up by up to the number of cores). A run that stops early
-    (--stop-at) compiles only what its steps need; its resume compiles the rest."""
+    (--stop-at) compiles only what its steps need; its resume compiles the rest. Lowering goes through ``cache``
+    (default: the session's lowering cache), which a second start reads instead of tracing."""
     cfg, mesh, shapes, shardings = session.cfg, session.mesh, session.shapes, session.shardings
+    cache = session.lowering_cache if cache is None else cache
     t0 = time.perf_counter()
-    params_abstract = _replicated_abstract(shapes["params"], mesh)
-    dyn0 = jax.tree.map(jnp.asarray, dyn_inputs(cfg, 0))
     steps = range(cfg.schedule.total_steps) if steps is None else steps
-    lowered = {}
+    to_lower = {}  # variant -> (jitted fn, abstract args, donated args)
     for shape in dict.fromkeys(schedule.step_shape(s, cfg.schedule) for s in steps):
-        key = ("grad", grad_key(shape))
-        if key not in lowered:
-            lowered[key] = lower_grad_fn(cfg, mesh, shapes, shape, session.kernels)
-        key = ("update", shape.adam)
-        if key not in lowered:
-            lowered[key] = lower_update_fn(cfg, mesh, shapes, shardings, shape.adam)
+        to_lower.setdefault(("grad", grad_key(shape)), lambda shape=shape: grad_fn_and_args(cfg, mesh, shapes, shape,
+                                                                                           session.kernels))
+        to_lower.setdefault(("update", shape.adam), lambda shape=shape: update_fn_and_args(cfg, mesh, shapes, shardings,
+                                                                                           shape.adam))
     for s in eval_steps(cfg) if evals is None else evals:
-        key = ("eval", eval_variant(cfg, s))
-        if key not in lowered:
-            windows, tied = key[1]
-            lowered[key] = evaluate_lib.make_eval_fn(cfg, mesh, windows, tied, session.kernels).lower(
-                params_abstract, session.val_batches[0], dyn0)
+        to_lower.setdefault(("eval", eval_variant(cfg, s)), lambda key=eval_variant(cfg, s): eval_fn_and_args(
+            session, *key))
     if schedule.untie_step(cfg.schedule) in steps:
-        lowered[("untie", None)] = make_untie_fn(shardings).lower(abstract_like(shapes, shardings))
+        to_lower[("untie", None)] = lambda: (make_untie_fn(shardings), (abstract_like(shapes, shardings),), DONATE_STATE)
+    lowered, outcomes = {}, {}
+    for key, make in to_lower.items():
+        fn, args, donated = make()
+        lowered[key], outcomes[key] = cache.lower(repr(key), fn, args, donated)
     lower_seconds = time.perf_counter() - t0
     with explained_oom("compiling", cfg, mesh.devices.size), ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
         futures = {key: pool.submit(low.compile) for key, low in lowered.items()}
@@ -346,7 +363,7 @@ def compile_step_functions(session: Session, steps=None, evals=None) -> StepFunc
     pick = lambda kind: {k[1]: v for k, v in compiled.items() if k[0] == kind}  # noqa: E731
     return StepFunctions(grad=pick("grad"), update=pick("update"), eval=pick("eval"),
                          untie=compiled.get(("untie", None)), seconds=time.perf_counter() - t0,
-                         lower_seconds=lower_seconds)
+                         lower_seconds=lower_seconds, lowering=outcomes)
 
 
 def _replicated_abstract(tree, mesh):
@@ -359,18 +376,42 @@ def batch_abstract(cfg: Config, mesh, tokens_per_rank: int) -> dict:
             for k in BATCH_KEYS}
 
 
+def grad_fn_and_args(cfg: Config, mesh, shapes, shape: schedule.StepShape, kernels: ops.Kernels | None = None):
+    """(jitted gradient function of one step variant, its abstract arguments for the state layout ``shapes``
+    (init_state's) on ``mesh``, the arguments it donates)."""
+    fn = make_grad_fn(cfg, mesh, (shape.window_short, shape.window_long), shape.tied, kernels)(shapes["params"])
+    args = (_replicated_abstract(shapes["params"], mesh), batch_abstract(cfg, mesh, shape.tokens_per_rank),
+            jax.tree.map(jnp.asarray, dyn_inputs(cfg, 0)))
+    return fn, args, ()
+
+
 def lower_grad_fn(cfg: Config, mesh, shapes, shape: schedule.StepShape, kernels: ops.Kernels | None = None):
     """The gradient function of one step variant, lowered for the state layout ``shapes`` (init_state's) on ``mesh``."""
-    fn = make_grad_fn(cfg, mesh, (shape.window_short, shape.window_long), shape.tied, kernels)(shapes["params"])
-    return fn.lower(_replicated_abstract(shapes["params"], mesh), batch_abstract(cfg, mesh, shape.tokens_per_rank),
-                    jax.tree.map(jnp.asarray, dyn_inputs(cfg, 0)))
+    fn, args, _ = grad_fn_and_args(cfg, mesh, shapes, shape, kernels)
+    return fn.lower(*args)
+
+
+def update_fn_and_args(cfg: Config, mesh, shapes, shardings, adam: bool):
+    """(jitted optimizer function (Adam or not), its abstract arguments: the state and fp32 gradients in the ZeRO
+    layout, the arguments it donates)."""
+    grads = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=s), shapes["params"],
+                         sharding.zero_shardings(shapes["params"], mesh))
+    return make_update_fn(cfg, mesh, shardings, adam), (abstract_like(shapes, shardings), grads, jnp.int32(0)), DONATE_STATE
 
 
 def lower_update_fn(cfg: Config, mesh, shapes, shardings, adam: bool):
     """The optimizer function (Adam or not), lowered for fp32 gradients in the ZeRO layout."""
-    grads = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=s), shapes["params"],
-                         sharding.zero_shardings(shapes["params"], mesh))
-    return make_update_fn(cfg, mesh, shardings, adam).lower(abstract_like(shapes, shardings), grads, jnp.int32(0))
+    fn, args, _ = update_fn_and_args(cfg, mesh, shapes, shardings, adam)
+    return fn.lower(*args)
+
+
+def eval_fn_and_args(session: Session, windows: tuple[int, int], tied: bool):
+    """(jitted evaluation function of (windows, tied), its arguments: replicated params, a validation batch, the
+    step-0 schedule values; nothing donated)."""
+    cfg, mesh = session.cfg, session.mesh
+    fn = evaluate_lib.make_eval_fn(cfg, mesh, windows, tied, session.kernels)
+    dyn0 = jax.tree.map(jnp.asarray, dyn_inputs(cfg, 0))
+    return fn, (_replicated_abstract(session.shapes["params"], mesh), session.val_batches[0], dyn0), ()
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from jax import lax
+from jax import export, lax
 
 from jaxrun import params as param_table
 from jaxrun import schedule
@@ -133,6 +133,10 @@ class NorMuonState(NamedTuple):
     row_variance: dict[str, jax.Array]  # per bank, (n, rows, 1) fp32: NorMuon's Q
 
 
+# jax.export serialises a function's argument and result trees (jaxrun.lowering_cache keeps the update function's)
+export.register_namedtuple_serialization(NorMuonState, serialized_name="jaxrun.optim.NorMuonState")
+
+
 def _check_bank(name: str, shape: tuple[int, ...], cfg: OptimConfig) -> None:
     param_table.muon_lr_mul(name, cfg)  # a NorMuon bank with an lr_mul, or KeyError
     if len(shape) != 3:
@@ -216,6 +220,9 @@ class CautiousAdamState(NamedTuple):
     count: dict[str, jax.Array]  # per parameter, int32 (): Adam updates so far
     m: dict[str, jax.Array]  # per parameter, the parameter's shape, fp32
     v: dict[str, jax.Array]
+
+
+export.register_namedtuple_serialization(CautiousAdamState, serialized_name="jaxrun.optim.CautiousAdamState")
 
 
 def cautious_adam(cfg: OptimConfig, sched: ScheduleConfig) -> optax.GradientTransformationExtraArgs:

@@ -6,8 +6,9 @@ The bench builds on the training engine (jaxrun.engine: the same setup, compiled
 ``python -m jaxrun.train``), so what is timed is what trains.
 
 Compile time is measured twice through engine.compile_step_functions (every variant a run compiles before its clock):
-cold, into a fresh, empty persistent compilation cache, and warm, from that cache after jax.clear_caches(). While it
-is measured every executable is written to the cache (no minimum compile time), so "warm" means all of them load.
+cold, into a fresh, empty persistent compilation cache (and, when the config keeps one, a fresh lowering cache,
+jaxrun.lowering_cache), and warm, from those caches after jax.clear_caches(). While it is measured every executable is
+written to the cache (no minimum compile time), so "warm" means all of them load and no variant is traced.
 
 Each requested phase (0 .. n-1, and n = the extension) runs W warm-up steps, then K timed ones, from one state made
 once by init_state. A step is what the loop does (recipe §4.1): the next batch from the configured shards, put on the
@@ -148,15 +149,19 @@ def variants_to_compile(cfg: Config, opts: StepBenchOptions, phases: tuple[int, 
 
 
 def compile_cold_and_warm(session: engine.Session, **variants) -> tuple[engine.StepFunctions, dict]:
-    """(the warm-compiled step functions, {cold_s, warm_s, variants, cache_files}); ``variants``: variants_to_compile."""
-    with fresh_compilation_cache() as cache_dir:
+    """(the warm-compiled step functions, {cold_s, warm_s, lower_s, ...}); ``variants``: variants_to_compile. Cold:
+    empty XLA and lowering caches (the latter only if the session has one); warm: the same two, as the cold compile
+    left them, in a process whose in-memory caches are cleared, as a second start would find them."""
+    with fresh_compilation_cache() as cache_dir, tempfile.TemporaryDirectory(prefix="jaxrun-stepbench-lowered-") as low:
+        lowered = dataclasses.replace(session.lowering_cache, directory=low) if session.lowering_cache.directory else None
         jax.clear_caches()
-        cold = engine.compile_step_functions(session, **variants)
+        cold = engine.compile_step_functions(session, cache=lowered, **variants)
         cache_files = sum(1 for f in cache_dir.rglob("*") if f.is_file())
         jax.clear_caches()
-        warm = engine.compile_step_functions(session, **variants)
+        warm = engine.compile_step_functions(session, cache=lowered, **variants)
     return warm, {"cold_s": cold.seconds, "warm_s": warm.seconds, "lower_s": warm.lower_seconds,
-                  "variants": warm.counts(), "cache_files": cache_files}
+                  "cold_lower_s": cold.lower_seconds, "variants": warm.counts(), "cache_files": cache_files,
+                  "lowering_cache": warm.lowering_summary()}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -281,7 +286,7 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
             engine.enable_compile_cache(cfg)
             fns = engine.compile_step_functions(session, **variants_to_compile(cfg, opts, phases))
             result["compile"] = {"cold_s": None, "warm_s": None, "once_s": fns.seconds, "lower_s": fns.lower_seconds,
-                                 "cache_files": None, "variants": fns.counts()}
+                                 "cache_files": None, "variants": fns.counts(), "lowering_cache": fns.lowering_summary()}
         announce(f"compile: {compile_summary(result['compile'])}")
         with engine.explained_oom("benchmarking the step", cfg, num_devices):
             state = engine.initial_state(session)
@@ -345,9 +350,11 @@ def format_row(f: dict) -> str:
 def compile_summary(c: dict) -> str:
     """How the step functions compiled: cold then warm (``result["compile"]`` of a default run), or once (--skip-cold)."""
     lowering = f"; lowering (tracing, sequential) {c['lower_s']:.1f} s of it" if c.get("lower_s") is not None else ""
+    lowering += f" ({c['lowering_cache']})" if c.get("lowering_cache") else ""
     if c["cold_s"] is None:
         return f"{c['once_s']:.1f} s through the usual persistent cache{lowering}"
-    return (f"cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)"
+    cold_lowering = f", lowering {c['cold_lower_s']:.1f} s of it" if c.get("cold_lower_s") is not None else ""
+    return (f"cold {c['cold_s']:.1f} s{cold_lowering}, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)"
             + lowering.replace(" of it", " of the warm one"))
 
 

@@ -196,6 +196,8 @@ class _Run:
                 log.print(line)
             if cache:
                 log.print(f"persistent compilation cache: {cache}")
+            if session.lowering_cache.directory:
+                log.print(f"lowering cache: {session.lowering_cache.directory}")
             start, train_ms, state = self._initial_state()
             if start >= self.total:
                 final = [m["val_loss"] for m in log.metrics if m.get("step") == self.total and "val_loss" in m]
@@ -237,9 +239,10 @@ class _Run:
         fns = engine.compile_step_functions(session, steps=range(start, last), evals=evals)
         counts = fns.counts()
         log.print(f"compiled {counts['grad']} gradient, {counts['update']} update and {counts['eval']} eval variants in {fns.seconds:.1f}s"
-                  f" (lowering {fns.lower_seconds:.1f}s of it)")
+                  f" (lowering {fns.lower_seconds:.1f}s of it; {fns.lowering_summary()})")
         log.metric({"event": "compile", "seconds": fns.seconds, "lower_seconds": fns.lower_seconds,
-                    "grad_variants": counts["grad"], "eval_variants": counts["eval"]})
+                    "grad_variants": counts["grad"], "eval_variants": counts["eval"],
+                    "lowering_cache": {repr(k): v for k, v in fns.lowering.items()}})
         warm_s = engine.warm_up(session, fns, state)
         log.print(f"ran each training-step variant once (untimed, results discarded) in {warm_s:.1f}s")
         log.metric({"event": "warm_up", "seconds": warm_s})

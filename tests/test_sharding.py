@@ -152,7 +152,7 @@ def test_two_processes_match_one(tmp_path):
         "--set", "schedule.momentum_cooldown_start=3", "--set", "schedule.momentum_cooldown_steps=1", "--set", "run.val_every=4",
         "--set", f"data.train_files={shards}/fineweb_train_*.bin", "--set", f"data.val_file={shards}/fineweb_val_000000.bin",
         "--set", f"data.tokenize_from={SAMPLE_CORPUS}", "--set", f"run.out_dir={tmp_path / 'runs'}",
-        "--set", f"run.compile_cache_dir={tmp_path / 'cache'}",
+        "--set", f"run.compile_cache_dir={tmp_path / 'cache'}", "--set", f"run.lowering_cache_dir={tmp_path / 'lowered'}",
     ]
     from jaxrun import data as data_lib
 

@@ -78,7 +78,10 @@ def test_json_has_the_environment_and_compile_times(result):
     assert c["variants"] == {"grad": 1, "update": 2, "eval": 2, "untie": 1}
     assert c["cache_files"] >= sum(c["variants"].values())  # every executable went to the fresh cache
     assert 0 < c["warm_s"] < c["cold_s"]
-    assert 0 < c["lower_s"] < c["warm_s"]  # the warm compile still traces and lowers every variant
+    # the warm compile reads every lowering from the lowering cache the cold one filled, instead of tracing
+    n = sum(c["variants"].values())
+    assert c["lowering_cache"] == f"{n} of {n} lowerings read from the lowering cache, 0 stored"
+    assert 0 < c["lower_s"] < c["cold_lower_s"] / 3 and c["lower_s"] < c["warm_s"]
 
 
 def test_phase_figures_are_consistent(result):
@@ -170,7 +173,9 @@ def test_benched_variants_only_compiles_the_benched_pairs_and_no_evaluation():
 def test_report_says_how_the_steps_compiled(result, capsys):
     c = result["compile"]
     stepbench.print_report(result)
-    assert f"cold {c['cold_s']:.1f} s, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)" in capsys.readouterr().out
+    assert (f"cold {c['cold_s']:.1f} s, lowering {c['cold_lower_s']:.1f} s of it, warm {c['warm_s']:.1f} s "
+            f"({c['cache_files']} cache files); lowering (tracing, sequential) {c['lower_s']:.1f} s of the warm one "
+            f"({c['lowering_cache']})") in capsys.readouterr().out
     skip_cold = {**result, "compile": {**c, "cold_s": None, "warm_s": None, "once_s": 1.5, "cache_files": None}}
     stepbench.print_report(skip_cold)  # what --skip-cold records
     assert "untie variants: 1.5 s through the usual persistent cache; lowering (tracing, sequential)" in capsys.readouterr().out

@@ -1,0 +1,50 @@
+"""Every triton kernel of the record's steps compiles for sm_90 (H100, H200) on this machine, with no GPU.
+
+tests/triton_compile.py traces the gradient function of each phase's step, and the evaluation function, with the
+triton backends. A stand-in for jax_triton compiles each kernel launch, built as jax-triton builds it, with triton's
+compiler and ptxas. This is where a kernel that triton or ptxas refuses first fails, before any GPU time. It caught an
+early return of another dtype in softcap_ce's gradient helper, which the GPU tests (skipped here) could not.
+
+What it does not check: numbers, speed, and anything the GPU runtime adds (the launch itself, memory). The GPU tests
+(-m gpu) check those on the GPU machine.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HELPER = Path(__file__).with_name("triton_compile.py")
+
+if sys.platform != "linux":  # triton publishes wheels for Linux only; the dev extra installs it there
+    pytest.skip("triton has no wheels for this platform", allow_module_level=True)
+
+
+def _compile(*args) -> list[dict]:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}  # one CPU device is enough for tracing
+    done = subprocess.run([sys.executable, str(HELPER), *args], capture_output=True, text=True, env=env, timeout=1200)
+    assert done.returncode == 0, done.stderr[-6000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_the_record_steps_kernels_compile_for_sm90():
+    lines = _compile("--backends", "record")
+    launches, summary = lines[:-1], lines[-1]
+    assert summary["kernels"] == len(launches)
+    names = {x["name"] for x in launches}
+    # attention forward/backward, the ReLU² matmul both ways, the fused head loss, and evaluation's CE forward
+    assert names == {"flash_attention_fwd", "flash_attention_dq", "flash_attention_dkdv", "relu2_matmul_fwd",
+                     "relu2_matmul_bwd", "softcap_ce_fused_fp8", "softcap_ce_fwd"}
+    # the fused head loss once per phase's micro-batch (16,384 / 32,768 / 49,152 rows: phase 3 and the extension share)
+    assert sorted(x["constexprs"]["T"] for x in launches if x["name"] == "softcap_ce_fused_fp8") == [16384, 32768, 49152]
+    assert all(x["shared_bytes"] <= 227 * 1024 for x in launches)  # an H100's / H200's shared memory per block
+
+
+def test_the_separate_head_and_cross_entropy_kernels_compile_for_sm90():
+    launches = _compile("--backends", "separate", "--phase", "0")[:-1]
+    names = {x["name"] for x in launches}
+    assert {"scaled_fp8_matmul", "softcap_ce_fwd", "softcap_ce_bwd"} <= names
+    assert "softcap_ce_fused_fp8" not in names
