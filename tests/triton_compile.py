@@ -10,7 +10,9 @@ functions, with the triton backends) and builds it as jax-triton 0.3.1 does:
 It then compiles the launch with triton's compiler and bundled ptxas, and prints one JSON line per distinct kernel.
 A kernel that triton or ptxas refuses fails here with triton's error, as it would on the GPU machine.
 
-    python tests/triton_compile.py [--phase N ...] [--backends record|separate]
+    python tests/triton_compile.py [--phase N ...] [--backends record|separate] [--ptxas-info]
+
+--ptxas-info adds each kernel's registers and spill bytes (ptxas -v on its PTX, a second ptxas run per kernel).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import types
 import numpy as np
 
 LAUNCHES: dict = {}  # (kernel, signature, constants, warps, stages) -> the JSON line of its compile
+PTXAS_INFO = False  # --ptxas-info
 
 
 def _triton_call(*args, kernel, out_shape, grid, num_warps=None, num_stages=None, name="", **metaparams):
@@ -62,9 +65,33 @@ def _triton_call(*args, kernel, out_shape, grid, num_warps=None, num_stages=None
         LAUNCHES[key] = {"name": name, "kernel": kernel.fn.__name__, "warps": warps, "stages": stages,
                          "constexprs": {k: v for k, v in constants.items() if isinstance(v, (int, float, bool))},
                          "shared_bytes": compiled.metadata.shared, "seconds": round(time.perf_counter() - t0, 2)}
+        if PTXAS_INFO:
+            LAUNCHES[key].update(_ptxas_info(compiled.asm["ptx"]))
         print(json.dumps(LAUNCHES[key]), flush=True)
     results = tuple(jnp.zeros(o.shape, o.dtype) for o in outs)
     return results if isinstance(out_shape, (tuple, list)) else results[0]
+
+
+def _ptxas_info(ptx: str) -> dict:
+    """Registers per thread and spill bytes, from triton's bundled ptxas -v on the kernel's PTX."""
+    import os
+    import re
+    import subprocess
+    import tempfile
+
+    import triton
+
+    ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+    arch = re.search(r"\.target (sm_\w+)", ptx).group(1)
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "k.ptx")
+        with open(src, "w") as f:
+            f.write(ptx)
+        err = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", src, "-o", os.path.join(d, "k.o")],
+                             capture_output=True, text=True, check=True).stderr
+    registers = int(re.search(r"Used (\d+) registers", err).group(1))
+    spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", err))
+    return {"arch": arch, "registers": registers, "spill_bytes": spills}
 
 
 def install_stand_in() -> None:
@@ -141,7 +168,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--phase", type=int, action="append", help="0..3 (default: all)")
     parser.add_argument("--backends", choices=sorted(BACKENDS), default="record")
+    parser.add_argument("--ptxas-info", action="store_true", help="add registers and spill bytes per kernel")
     args = parser.parse_args()
+    global PTXAS_INFO
+    PTXAS_INFO = args.ptxas_info
     install_stand_in()
     t0 = time.perf_counter()
     trace_steps(args.phase or [0, 1, 2, 3], args.backends)
