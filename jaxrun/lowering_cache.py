@@ -31,6 +31,7 @@ import hashlib
 import importlib.metadata
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import jax
@@ -49,6 +50,9 @@ _DISABLED_CHECKS = tuple(export.DisabledSafetyCheck.custom_call(t) for t in CUST
 
 MAGIC = b"jaxrun-lowering-1\n"  # then the sha256 of the payload, then the payload (Exported.serialize())
 SUFFIX = ".jaxexport"
+# Every change to jaxrun's sources keys new entries, so the directory is kept under this many bytes: after a store, the
+# least recently used entries go first (a read refreshes an entry's time). The record's 13 variants take ~1 MB.
+MAX_BYTES = 1 << 30
 
 
 def _package_dirs() -> list[Path]:
@@ -108,6 +112,7 @@ class LoweringCache:
 
     directory: str | None
     context: str = ""  # run_context of the run
+    max_bytes: int = MAX_BYTES
 
     @classmethod
     def for_run(cls, cfg, mesh) -> "LoweringCache":
@@ -127,7 +132,9 @@ class LoweringCache:
         path = Path(self.directory) / (self.key(name, args) + SUFFIX)
         exported, trouble = self._read(path)
         outcome = HIT
-        if exported is None:
+        if exported is not None:
+            _touch(path)
+        else:
             try:
                 exported = export.export(fn, disabled_checks=_DISABLED_CHECKS)(*args)
                 payload = exported.serialize()
@@ -135,6 +142,8 @@ class LoweringCache:
                 why = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
                 return fn.lower(*args), f"not cached ({type(err).__name__}: {why})"
             outcome = self._write(path, payload)
+            if outcome == STORED:
+                prune(path.parent, self.max_bytes, keep=path)
         if trouble:
             outcome = f"{outcome} ({trouble})"
         return jax.jit(exported.call, donate_argnums=donate_argnums).lower(*args), outcome
@@ -173,3 +182,34 @@ class LoweringCache:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
             return f"not stored ({err})"
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache still serves its entries; only their order for pruning is not refreshed
+        pass
+
+
+def prune(directory: Path, max_bytes: int, keep: Path | None = None) -> list[Path]:
+    """Remove the least recently used entries until the directory's entries total max_bytes or less (never ``keep``),
+    and temporary files that a killed writer left more than an hour ago; returns what was removed."""
+    removed, now = [], time.time()
+    try:
+        entries = [(p.stat().st_mtime, p.stat().st_size, p) for p in directory.glob("*" + SUFFIX)]
+        stale = [p for p in directory.glob(".tmp-*" + SUFFIX) if now - p.stat().st_mtime > 3600]
+    except OSError:
+        return removed
+    total = sum(size for _, size, _ in entries)
+    for _, size, p in sorted(entries, key=lambda e: e[0]):
+        if total <= max_bytes:
+            break
+        if keep is not None and p == keep:
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
+        total -= size
+    for p in stale:
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

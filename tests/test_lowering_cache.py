@@ -120,3 +120,26 @@ def test_donation_survives_the_cache(tmp_path):
         x = jnp.ones(1024)
         out = lowered.compile()(x, jnp.ones(1024))
         assert float(out[0]) == 2.0 and x.is_deleted()  # the donated buffer is gone, as with fn itself
+
+
+def test_the_least_recently_used_entries_go_past_the_size_limit(tmp_path):
+    import time
+
+    fns = {n: jax.jit(lambda x, n=n: x * n) for n in (2, 3, 4)}
+    args = (jax.ShapeDtypeStruct((3,), jnp.float32),)
+    cache = LoweringCache(str(tmp_path), "context")
+    paths = {}
+    for n in (2, 3):
+        assert cache.lower(f"f{n}", fns[n], args)[1] == STORED
+        paths[n] = tmp_path / (cache.key(f"f{n}", args) + lowering_cache.SUFFIX)
+    cache = dataclasses.replace(cache, max_bytes=int(2.5 * paths[2].stat().st_size))  # room for two entries
+    old = time.time() - 100
+    os.utime(paths[2], (old, old))  # f2 the older of the two ...
+    os.utime(paths[3], (old + 10, old + 10))
+    stale = tmp_path / (".tmp-x" + lowering_cache.SUFFIX)  # ... and a killed writer's leftover, two hours old
+    stale.write_bytes(b"half")
+    os.utime(stale, (old - 7200, old - 7200))
+    assert cache.lower("f2", fns[2], args)[1] == HIT  # ... until it is read: now f3 is the least recently used
+    assert cache.lower("f4", fns[4], args)[1] == STORED  # three entries: over the limit, so f3 goes
+    assert not paths[3].exists() and paths[2].exists() and not stale.exists()
+    assert cache.lower("f3", fns[3], args)[1] == STORED  # stored again
