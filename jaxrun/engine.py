@@ -36,8 +36,7 @@ from jax.sharding import PartitionSpec as P
 from jaxrun import data as data_lib
 from jaxrun import evaluate as evaluate_lib
 from jaxrun import model, ops, optim, schedule, sharding
-from jaxrun import lowering_cache
-from jaxrun.lowering_cache import LoweringCache
+from jaxrun.lowering_cache import HIT, OFF, STORED, LoweringCache
 from jaxrun.checkpoint import abstract_like
 from jaxrun.config import Config, ConfigError
 
@@ -263,7 +262,7 @@ class Session:
     val_batches: list  # device batches of (num_ranks, val tokens per rank), one per validation step
     shapes: dict  # the state's ShapeDtypeStructs (init_state under eval_shape)
     shardings: dict  # the state's shardings (state_shardings)
-    lowering_cache: LoweringCache = LoweringCache(None)  # cfg.run.lowering_cache_dir, keyed for this code, devices, config
+    lowering_cache: LoweringCache = LoweringCache(None)  # cfg.run.lowering_cache_dir's, keyed for this run
 
     @property
     def num_devices(self) -> int:
@@ -323,15 +322,15 @@ class StepFunctions:
     def lowering_summary(self) -> str:
         """E.g. "9 lowerings read from the lowering cache, 2 stored"; then any variant it could not serve, and why."""
         outcomes = list(self.lowering.values())
-        if not outcomes or set(outcomes) == {lowering_cache.OFF}:
+        if not outcomes or set(outcomes) == {OFF}:
             return "lowering cache off"
-        read, stored = outcomes.count(lowering_cache.HIT), outcomes.count(lowering_cache.STORED)
-        others = [f"{key[0]} {key[1]}: {how}" for key, how in self.lowering.items()
-                  if how not in (lowering_cache.HIT, lowering_cache.STORED)]
+        read, stored = outcomes.count(HIT), outcomes.count(STORED)
+        others = [f"{key[0]} {key[1]}: {how}" for key, how in self.lowering.items() if how not in (HIT, STORED)]
         return "; ".join([f"{read} of {len(outcomes)} lowerings read from the lowering cache, {stored} stored", *others])
 
 
-def compile_step_functions(session: Session, steps=None, evals=None, cache: LoweringCache | None = None) -> StepFunctions:
+def compile_step_functions(session: Session, steps=None, evals=None,
+                           cache: LoweringCache | None = None) -> StepFunctions:
     """Lower every step variant that the training steps ``steps`` (default: the whole schedule) and the validations at
     ``evals`` (default: the schedule's) use, then compile them concurrently (XLA compiles release the GIL; a record
     config has ~12 variants, so this divides the untimed start-up by up to the number of cores). A run that stops early

@@ -69,8 +69,10 @@ def test_the_key_follows_what_a_trace_reads():
     cache = LoweringCache("/nowhere", context)
     x = jax.ShapeDtypeStruct((4, 8), jnp.float32)
     assert cache.key("grad", (x,)) == cache.key("grad", (x,))
-    assert len({cache.key("grad", (x,)), cache.key("eval", (x,)), cache.key("grad", (jax.ShapeDtypeStruct((4, 9), jnp.float32),)),
-                cache.key("grad", (jax.ShapeDtypeStruct((4, 8), jnp.bfloat16),)), cache.key("grad", ((x,),))}) == 5
+    wider, bf16 = jax.ShapeDtypeStruct((4, 9), jnp.float32), jax.ShapeDtypeStruct((4, 8), jnp.bfloat16)
+    keys = {cache.key("grad", (x,)), cache.key("eval", (x,)), cache.key("grad", (wider,)), cache.key("grad", (bf16,)),
+            cache.key("grad", ((x,),))}
+    assert len(keys) == 5  # name, shape, dtype and tree each change the key
 
 
 def _double(tmp_path):
@@ -104,7 +106,8 @@ def test_an_unwritable_directory_or_an_unexportable_function_lowers_as_usual(tmp
 
     jax.tree_util.register_pytree_node(Opaque, lambda o: ((o.x,), None), lambda _, c: Opaque(*c))
     cache = LoweringCache(str(tmp_path / "dir"), "context")
-    lowered, outcome = cache.lower("g", jax.jit(lambda o: Opaque(o.x + 1)), (Opaque(jax.ShapeDtypeStruct((2,), jnp.int32)),))
+    opaque = (Opaque(jax.ShapeDtypeStruct((2,), jnp.int32)),)
+    lowered, outcome = cache.lower("g", jax.jit(lambda o: Opaque(o.x + 1)), opaque)
     assert outcome.startswith("not cached (ValueError: Cannot serialize PyTreeDef")
     assert lowered.compile()(Opaque(jnp.zeros(2, jnp.int32))).x.tolist() == [1, 1]
     assert not (tmp_path / "dir").exists()
