@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import statistics
 import tempfile
 import time
@@ -305,6 +306,20 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
 # Report and command line
 # ----------------------------------------------------------------------------------------------------------------------
 
+def _bench_json_step_ms(path: str, cfg: Config) -> dict:
+    try:
+        phases = json.loads(Path(path).read_text())["phases"]
+        timed = {int(f["phase"]): (list(f["steps"]), float(f["median_ms"])) for f in phases}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"--compare-to {path}: not a `bench step --json` result ({type(err).__name__}: {err})") from err
+    for p, (steps, _) in timed.items():
+        ours = list(step_pair(cfg, p)) if 0 <= p < len(schedule.stages(cfg.schedule)) else None
+        if steps != ours:
+            raise ConfigError(f"--compare-to {path}: its phase {p} timed steps {steps}, config {cfg.name!r} would time "
+                              f"{ours}: the schedules differ")
+    return {p: ms for p, (_, ms) in sorted(timed.items())}
+
+
 REFERENCE_SKIP_STEPS = 10  # a log's first steps include its own warm-up effects; GPU.md's reference figures skip them too
 
 
@@ -312,8 +327,14 @@ def reference_step_ms(path: str, cfg: Config) -> dict:
     """{phase index: median ms per step} of the training log at ``path`` (a PyTorch speedrun log, a jaxrun run folder or
     log.txt; jaxrun.logs reads them), from its per-step clock lines: each step's time is the difference of two
     consecutive readings (the clock excludes validation, recipe §6). Steps before REFERENCE_SKIP_STEPS are left out; a
-    phase the log did not reach is absent. The log must follow this config's schedule (its phase boundaries)."""
+    phase the log did not reach is absent. The log must follow this config's schedule (its phase boundaries).
+
+    ``path`` may also be another ``bench step --json`` (say of the code before a change, run in the same lease): its
+    per-phase medians, whose step pairs must be this config's."""
     from jaxrun.logs import LogError, read_group
+
+    if path.endswith(".json"):
+        return _bench_json_step_ms(path, cfg)
 
     try:
         runs = read_group(path).runs
@@ -371,8 +392,9 @@ def print_report(result: dict) -> None:
             row += f" {ms:9.2f} {figures['median_ms'] / ms:6.3f}" if ms else f" {'n/a':>9s} {'n/a':>6s}"
         print(row)
     if ref:
-        print(f"(ref: median ms per step of {ref['log']} in each phase, steps from {REFERENCE_SKIP_STEPS} on; ratio = "
-              f"jaxrun median / ref; compare only figures measured on the same GPU in one sitting)")
+        what = ("its timed steps" if ref["log"].endswith(".json") else f"steps from {REFERENCE_SKIP_STEPS} on")
+        print(f"(ref: median ms per step of {ref['log']} in each phase, {what}; ratio = jaxrun median / ref; compare "
+              f"only figures measured on the same GPU in one sitting)")
     print("(times per optimizer step, each synchronised; TFLOP/s over all devices (recipe §9 count); peak memory since "
           "the process started)")
 
@@ -393,7 +415,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compile only the benched phases' gradient and optimizer variants (no evaluation, no "
                              "untie): a quicker bench, whose compile figures then cover only those")
     parser.add_argument("--compare-to", metavar="LOG", help="a training log of the same schedule (the PyTorch record's, "
-                        "or a jaxrun run): print its median step time per phase and jaxrun's ratio to it")
+                        "or a jaxrun run), or another bench step --json (e.g. of the code before a change): print its "
+                        "median step time per phase and jaxrun's ratio to it")
     parser.add_argument("--profile", metavar="DIR", help=f"after timing, trace {PROFILE_STEPS} more steps of each phase "
                         "into DIR/phase<N> and print where the device time goes (jaxrun.profiling)")
 

@@ -214,3 +214,19 @@ def test_compare_to_reads_a_logs_median_step_time_per_phase(tmp_path, capsys):
     assert out[2].split()[-3:] == ["ref", "ms", "ratio"]
     assert out[3].split()[-2:] == ["100.00", "0.750"]  # phase 1: 75 ms against the log's 100
     assert out[4].split()[-2:] == ["n/a", "n/a"]  # phase 3: the reference has none
+
+
+def test_compare_to_reads_another_bench_json(result, overrides, tmp_path):
+    """A bench of the code before a change (the same lease) as the reference: its per-phase medians, checked against
+    this config's step pairs."""
+    path = tmp_path / "before.json"
+    path.write_text(json.dumps(result))
+    cfg = load_config(None, overrides)
+    assert stepbench.reference_step_ms(str(path), cfg) == {f["phase"]: f["median_ms"] for f in result["phases"]}
+    other = load_config(None, [*overrides, "schedule.scheduled_steps=60", "schedule.momentum_cooldown_start=50",
+                               "schedule.momentum_cooldown_steps=10"])
+    with pytest.raises(ConfigError, match="its phase .* timed steps .* the schedules differ"):
+        stepbench.reference_step_ms(str(path), other)
+    (tmp_path / "log.json").write_text("{}")
+    with pytest.raises(ConfigError, match="not a `bench step --json` result"):
+        stepbench.reference_step_ms(str(tmp_path / "log.json"), cfg)

@@ -13,14 +13,19 @@ python3 -c "import jax, jaxlib, triton, jax_triton, flatbuffers; print(jax.__ver
 el start
 timeout 120 python3 docs/results/2026-12-01-h200-ce-kernel/next_lease/kcheck.py > $R/kcheck.txt 2>&1; el "kcheck exit $?"
 REPO=$PWD
-REF="--set schedule.scheduled_steps=150 --compare-to $REPO/docs/results/2026-12-01-h200-side-by-side/pytorch_ref_sched150.txt"
-timeout $(left 340) python3 -m jaxrun.bench step --config configs/record60.py $P $REF --steps 10 --warmup 3 \
-  --json $R/bench_new.json > $R/bench_new.txt 2>&1; el "bench new exit $?"
-MLPX="model.backends=(('attention','auto'),('lm_head','auto'),('mlp','xla'),('cross_entropy','auto'),('head_loss','auto'))"
-timeout $(left 460) python3 -m jaxrun.bench step --config configs/record60.py $P $REF --set "$MLPX" --skip-cold \
-  --benched-variants-only --steps 10 --warmup 3 --json $R/bench_mlpxla.json > $R/bench_mlpxla.txt 2>&1; el "bench mlp xla exit $?"
-( cd /tmp/o && PYTHONPATH=/tmp/site:/tmp/o timeout $(left 585) python3 -m jaxrun.bench step --config configs/record60.py $P \
-  $REF --skip-cold --benched-variants-only --steps 10 --warmup 3 \
+S150="--set schedule.scheduled_steps=150"
+TORCH="--compare-to $REPO/docs/results/2026-12-01-h200-side-by-side/pytorch_ref_sched150.txt"
+# beff1a0 first, against the PyTorch log of the previous sitting (another lease: indicative only) ...
+( cd /tmp/o && PYTHONPATH=/tmp/site:/tmp/o timeout $(left 230) python3 -m jaxrun.bench step --config configs/record60.py \
+  $P $S150 $TORCH --skip-cold --benched-variants-only --steps 10 --warmup 3 \
   --json $R/bench_old.json > $R/bench_old.txt 2>&1; el "bench old exit $?" )
+# ... then this code, cold and warm (both caches), against beff1a0 in this lease ...
+timeout $(left 450) python3 -m jaxrun.bench step --config configs/record60.py $P $S150 --compare-to $R/bench_old.json \
+  --steps 10 --warmup 3 --json $R/bench_new.json > $R/bench_new.txt 2>&1; el "bench new exit $?"
+# ... and with the xla MLP, against this code
+MLPX="model.backends=(('attention','auto'),('lm_head','auto'),('mlp','xla'),('cross_entropy','auto'),('head_loss','auto'))"
+timeout $(left 585) python3 -m jaxrun.bench step --config configs/record60.py $P $S150 --set "$MLPX" --skip-cold \
+  --benched-variants-only --steps 10 --warmup 3 --compare-to $R/bench_new.json --json $R/bench_mlpxla.json \
+  > $R/bench_mlpxla.txt 2>&1; el "bench mlp xla exit $?"
 kill $TARLOOP; tar czf $OUT/res.tgz -C $R .
-cat $R/gpu.txt; tail -2 $R/kcheck.txt; for f in new mlpxla old; do echo "== $f"; grep -v "^\s*$" $R/bench_$f.txt | tail -22; done
+cat $R/gpu.txt; tail -2 $R/kcheck.txt; for f in old new mlpxla; do echo "== $f"; grep -v "^\s*$" $R/bench_$f.txt | tail -22; done
