@@ -64,8 +64,9 @@ if triton is not None:
     @triton.jit
     def _ex2(x):
         """2^x as the bare MUFU.EX2 (ex2.approx.ftz). tl.exp's ex2.approx (no ftz) wraps the same instruction in range
-        checks and scaling for results below fp32's normal range (x < -126), which no exponent here reaches (z − cap ≥
-        −cap, z − lse ≥ −(cap + ln V)) except the sigmoid's exp(−u) for logits above ~650, where σ = 1 either way."""
+        checks and scaling for results below fp32's normal range (x < -126). The exponents here stay above it
+        (z − cap ≥ −cap; z − lse ≥ −(cap + ln V), for caps below ~76: the record's is 23), but for the sigmoid's
+        exp(−u) at logits above ~650, where σ = 1 either way. Past that cap, p below 1e-38 becomes 0, not a denormal."""
         return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True,
                                          pack=1)
 
