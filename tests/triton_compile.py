@@ -12,7 +12,8 @@ A kernel that triton or ptxas refuses fails here with triton's error, as it woul
 
     python tests/triton_compile.py [--phase N ...] [--backends record|separate] [--ptxas-info]
 
---ptxas-info adds each kernel's registers and spill bytes (ptxas -v on its PTX, a second ptxas run per kernel).
+--ptxas-info adds each kernel's registers and spill bytes (ptxas -v on its PTX, a second ptxas run per kernel), and
+its SASS opcode counts (cuobjdump, bundled with triton).
 """
 
 from __future__ import annotations
@@ -89,9 +90,15 @@ def _ptxas_info(ptx: str) -> dict:
             f.write(ptx)
         err = subprocess.run([ptxas, "-v", f"--gpu-name={arch}", src, "-o", os.path.join(d, "k.o")],
                              capture_output=True, text=True, check=True).stderr
+        cuobjdump = os.path.join(os.path.dirname(ptxas), "cuobjdump")
+        sass = subprocess.run([cuobjdump, "-sass", os.path.join(d, "k.o")], capture_output=True, text=True,
+                              check=True).stdout
     registers = int(re.search(r"Used (\d+) registers", err).group(1))
     spills = sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", err))
-    return {"arch": arch, "registers": registers, "spill_bytes": spills}
+    opcodes: dict = {}
+    for op in re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]+)", sass):
+        opcodes[op.split(".")[0]] = opcodes.get(op.split(".")[0], 0) + 1
+    return {"arch": arch, "registers": registers, "spill_bytes": spills, "sass_opcodes": opcodes}
 
 
 def install_stand_in() -> None:
