@@ -340,20 +340,19 @@ def compile_step_functions(session: Session, steps=None, evals=None,
     cache = session.lowering_cache if cache is None else cache
     t0 = time.perf_counter()
     steps = range(cfg.schedule.total_steps) if steps is None else steps
-    to_lower = {}  # variant -> (jitted fn, abstract args, donated args)
+    to_lower = {}  # variant -> (jitted fn, abstract args, donated args); a jitted fn is only traced when lowered
     for shape in dict.fromkeys(schedule.step_shape(s, cfg.schedule) for s in steps):
-        to_lower.setdefault(("grad", grad_key(shape)), lambda shape=shape: grad_fn_and_args(cfg, mesh, shapes, shape,
-                                                                                           session.kernels))
-        to_lower.setdefault(("update", shape.adam), lambda shape=shape: update_fn_and_args(cfg, mesh, shapes, shardings,
-                                                                                           shape.adam))
+        if ("grad", grad_key(shape)) not in to_lower:
+            to_lower[("grad", grad_key(shape))] = grad_fn_and_args(cfg, mesh, shapes, shape, session.kernels)
+        if ("update", shape.adam) not in to_lower:
+            to_lower[("update", shape.adam)] = update_fn_and_args(cfg, mesh, shapes, shardings, shape.adam)
     for s in eval_steps(cfg) if evals is None else evals:
-        to_lower.setdefault(("eval", eval_variant(cfg, s)), lambda key=eval_variant(cfg, s): eval_fn_and_args(
-            session, *key))
+        if ("eval", eval_variant(cfg, s)) not in to_lower:
+            to_lower[("eval", eval_variant(cfg, s))] = eval_fn_and_args(session, *eval_variant(cfg, s))
     if schedule.untie_step(cfg.schedule) in steps:
-        to_lower[("untie", None)] = lambda: (make_untie_fn(shardings), (abstract_like(shapes, shardings),), DONATE_STATE)
+        to_lower[("untie", None)] = (make_untie_fn(shardings), (abstract_like(shapes, shardings),), DONATE_STATE)
     lowered, outcomes = {}, {}
-    for key, make in to_lower.items():
-        fn, args, donated = make()
+    for key, (fn, args, donated) in to_lower.items():
         lowered[key], outcomes[key] = cache.lower(repr(key), fn, args, donated)
     lower_seconds = time.perf_counter() - t0
     with explained_oom("compiling", cfg, mesh.devices.size), ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
