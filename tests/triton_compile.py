@@ -29,6 +29,7 @@ import numpy as np
 
 LAUNCHES: dict = {}  # (kernel, signature, constants, warps, stages) -> the JSON line of its compile
 PTXAS_INFO = False  # --ptxas-info
+TARGET = BACKEND = None  # sm_90's GPUTarget and triton's CUDA backend for it (install_stand_in)
 
 
 def _triton_call(*args, kernel, out_shape, grid, num_warps=None, num_stages=None, name="", **metaparams):
@@ -37,12 +38,11 @@ def _triton_call(*args, kernel, out_shape, grid, num_warps=None, num_stages=None
     import jax.numpy as jnp
     import triton
     import triton._C.libtriton as libtriton
-    from jax_triton_stand_in import BACKEND, TARGET, triton_type
 
     outs = out_shape if isinstance(out_shape, (tuple, list)) else (out_shape,)
     flat_args = jax.tree_util.tree_leaves(args)
     scalars = [(i, a) for i, a in enumerate(flat_args) if isinstance(a, (bool, int, float, np.float32))]
-    types_ = [triton_type(a) for a in flat_args] + [triton_type(o, pointer=True) for o in outs]
+    types_ = [_triton_type(a) for a in flat_args] + [_triton_type(o, pointer=True) for o in outs]
     signature = {kernel.arg_names[i]: t for i, t in enumerate(types_)}
     alignments = [16] * len(types_)
     for i, _ in scalars:
@@ -101,32 +101,31 @@ def _ptxas_info(ptx: str) -> dict:
     return {"arch": arch, "registers": registers, "spill_bytes": spills, "sass_opcodes": opcodes}
 
 
-def install_stand_in() -> None:
-    """Put the stand-in in sys.modules as jax_triton (and its helpers as jax_triton_stand_in)."""
+def _triton_type(x, pointer=False) -> str:
+    """jax-triton's type name of a launch argument: its scalars (bool, int, float, np.float32), else an array."""
     import jax.numpy as jnp
+
+    if pointer or not isinstance(x, (bool, int, float, np.float32)):
+        names = {"bfloat16": "bf16", "float32": "fp32", "float16": "fp16", "float8_e4m3fn": "fp8e4nv",
+                 "float8_e5m2": "fp8e5", "int32": "i32", "int64": "i64", "int8": "i8", "uint8": "u8", "bool": "i1"}
+        return "*" + names[jnp.dtype(x.dtype).name]
+    if isinstance(x, bool):
+        return "B"
+    if isinstance(x, np.float32):
+        return "fp32"
+    if isinstance(x, float):
+        return "fp64"
+    return "i32" if -(2**31) <= x < 2**31 else "i64"
+
+
+def install_stand_in() -> None:
+    """Put the stand-in in sys.modules as jax_triton, with sm_90 as the compile target."""
+    global TARGET, BACKEND
     from triton.backends.compiler import GPUTarget
     from triton.backends.nvidia.compiler import CUDABackend
 
-    names = {jnp.dtype(k): v for k, v in (("bfloat16", "bf16"), ("float32", "fp32"), ("float16", "fp16"),
-                                          ("float8_e4m3fn", "fp8e4nv"), ("float8_e5m2", "fp8e5"), ("int32", "i32"),
-                                          ("int64", "i64"), ("int8", "i8"), ("uint8", "u8"), ("bool", "i1"))}
-
-    def triton_type(x, pointer=False):
-        if pointer or not isinstance(x, (bool, int, float, np.float32)):  # jax-triton's scalars; the rest are arrays
-            return "*" + names[jnp.dtype(x.dtype)]
-        if isinstance(x, bool):
-            return "B"
-        if isinstance(x, np.float32):
-            return "fp32"
-        if isinstance(x, float):
-            return "fp64"
-        return "i32" if -(2**31) <= x < 2**31 else "i64"
-
-    helpers = types.ModuleType("jax_triton_stand_in")
-    helpers.TARGET = GPUTarget("cuda", 90, 32)
-    helpers.BACKEND = CUDABackend(helpers.TARGET)
-    helpers.triton_type = triton_type
-    sys.modules["jax_triton_stand_in"] = helpers
+    TARGET = GPUTarget("cuda", 90, 32)
+    BACKEND = CUDABackend(TARGET)
     stand_in = types.ModuleType("jax_triton")
     stand_in.triton_call = _triton_call
     stand_in.__version__ = "stand-in"
