@@ -200,21 +200,19 @@ def hlo_costs(text: str) -> dict[str, dict]:
     FP8 GEMMs, else "bf16". Names as hlo_sources' keys, with '.' and with '_'."""
     shapes: dict[str, str] = {}
     rows = []
-    for line in text.splitlines():
-        m = _DEFINITION.match(line)
-        if not m:
-            continue
-        name, shape, opcode, operands, rest = m.groups()
-        shapes[name] = shape
-        rows.append((name, shape, opcode, operands, rest))
     dots: dict[str, tuple[str, str, str]] = {}  # computation -> (its dot's lhs operand, contracting dims, out shape)
     current = None
     for line in text.splitlines():
         if (c := re.match(r"^\s*%?([\w.\-]+) (?:\([^)]*\) -> .*)?\{\s*$", line)) or line.startswith("ENTRY"):
             current = c.group(1) if c else "ENTRY"
         m = _DEFINITION.match(line)
-        if m and m.group(3) == "dot" and current and (k := _CONTRACTING.search(m.group(5))):
-            dots[current] = (m.group(4).split(",")[0].strip().lstrip("%"), k.group(1), m.group(2))
+        if not m:
+            continue
+        name, shape, opcode, operands, rest = m.groups()
+        shapes[name] = shape
+        rows.append((name, shape, opcode, operands, rest))
+        if opcode == "dot" and current and (k := _CONTRACTING.search(rest)):
+            dots[current] = (operands.split(",")[0].strip().lstrip("%"), k.group(1), shape)
     out: dict[str, dict] = {}
     for name, shape, opcode, operands, rest in rows:
         if opcode not in ("fusion", "custom-call", "copy", "transpose", "reduce", "scatter", "gather", "sort"):
