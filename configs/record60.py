@@ -46,6 +46,9 @@ MODEL = ModelConfig(
     # `python -m jaxrun.bench ops` recorded here); xla on a CPU
     backends=(("attention", "auto"), ("lm_head", "auto"), ("mlp", "auto"), ("cross_entropy", "auto"),
               ("head_loss", "auto")),
+    # one virtual rank per forward, as the reference runs them; on one GPU, e.g. 131072 merges up to 8 ranks' rows
+    # into one forward (not yet measured to pay: `python -m jaxrun.bench step --set model.train_forward_tokens=131072`)
+    train_forward_tokens=0,
 )
 
 _SMALL = (0.9, 0.99)

@@ -70,6 +70,11 @@ class ModelConfig:
     # Backend per heavy op: "xla" | "triton" | "cudnn" | "auto" (jaxrun.ops).
     backends: tuple[tuple[str, str], ...] = (("attention", "xla"), ("lm_head", "xla"), ("mlp", "xla"), ("cross_entropy", "xla"),
                                              ("head_loss", "xla"))
+    # The most tokens one training forward takes on a device: that many of its virtual ranks' rows (a divisor of its
+    # ranks) run as one packed sequence whose rows keep their own positions, documents and MTP targets (engine.
+    # ranks_per_forward); 0 = one rank per forward, the reference's shape. More per forward: fewer, larger kernels and
+    # one gradient accumulation per group, for activation memory; the loss and gradients are the per-rank ones to rounding.
+    train_forward_tokens: int = 0
 
     def backend(self, op: str) -> str:
         return dict(self.backends)[op]
@@ -291,6 +296,7 @@ _RANGES = (
     ("model", "init_fc_bound", 0, True, None), ("model", "init_lm_head_std", 0, True, None),
     ("model", "rms_eps", 0, False, None), ("model", "rope_min_freq", 0, False, 1),
     ("model", "fp8_scales", 0, False, None), ("model", "eval_token_chunk", 1, True, None),
+    ("model", "train_forward_tokens", 0, True, None),
     ("optim", "muon_lr", 0, False, None), ("optim", "muon_momentum_range", 0, True, 1),
     ("optim", "muon_beta2", 0, True, 1), ("optim", "muon_weight_decay", 0, True, None),
     ("optim", "polar_express_norm_scale", 0, False, None), ("optim", "polar_express_eps", 0, True, None),

@@ -60,10 +60,14 @@ def is_oom(err: BaseException) -> bool:
 
 
 def oom_message(what: str, cfg: Config, num_devices: int) -> str:
-    tokens = max(cfg.schedule.seqs_per_rank) * cfg.schedule.seq_len * cfg.data.num_ranks // num_devices
+    per_rank = max(cfg.schedule.seqs_per_rank) * cfg.schedule.seq_len
+    local = cfg.data.num_ranks // num_devices
+    group = ranks_per_forward(cfg, per_rank, num_devices)
+    merged = (f" One forward takes {group} ranks' rows (model.train_forward_tokens={cfg.model.train_forward_tokens}); "
+              f"--set model.train_forward_tokens=0 runs one rank per forward." if group > 1 else "")
     return (
-        f"out of device memory while {what}. Each of the {num_devices} device(s) processes up to {tokens:,} tokens per "
-        f"step ({cfg.data.num_ranks // num_devices} micro-batch(es) of up to {max(cfg.schedule.seqs_per_rank) * cfg.schedule.seq_len:,}). "
+        f"out of device memory while {what}. Each of the {num_devices} device(s) processes up to {per_rank * local:,} "
+        f"tokens per step ({local // group} micro-batch(es) of up to {per_rank * group:,}).{merged} "
         f"Use more devices (the mesh spans all visible GPUs), or fewer tokens per device, e.g. "
         f"--set schedule.seqs_per_rank=(4,8,12), or a smaller evaluation chunk (--set model.eval_token_chunk=8192)."
     )
@@ -115,7 +119,8 @@ def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool, kernel
 
     Gradients are the rank average of the per-rank gradients of the SUMMED loss (recipe §2.1, §3.6): each device sums its
     micro-batches' gradients (fp32; the reference accumulates in bf16, recipe §14.4), then a reduce-scatter sums over
-    devices and the result is divided by the number of virtual ranks.
+    devices and the result is divided by the number of virtual ranks. A micro-batch is ranks_per_forward ranks' rows,
+    one forward for all of them (model.train_loss of an (R, T) batch).
     """
     num_devices = mesh.devices.size
     num_ranks = cfg.data.num_ranks
@@ -124,12 +129,16 @@ def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool, kernel
     table = model.embedding_table(tied)
 
     def local(params, batch, dyn):
+        local_ranks, tokens_per_rank = batch["inputs"].shape
+        group = ranks_per_forward(cfg, tokens_per_rank, num_devices)
+        batch = jax.tree.map(lambda x: x.reshape(local_ranks // group, group, tokens_per_rank), batch)
+
         def micro(acc, b):
             # Differentiate with respect to the gathered embedding rows, not the tables, and add the rows' gradient
             # into the fp32 sums directly (ops.accumulate_gathered_grad: the tables' dense gradient's numbers, the
             # tied head's summed in bf16 as the reference's autograd sums it): no (V, D) gradient of the embedding
             # and the five value-embedding tables per micro-batch.
-            tokens = b["inputs"]
+            tokens = b["inputs"].reshape(-1)
             dense = {k: v for k, v in params.items() if k not in model.EMBEDDING_TABLES}
 
             def loss_fn(dense, rows):
@@ -159,6 +168,25 @@ def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool, kernel
         return jax.jit(fn)
 
     return build
+
+
+def ranks_per_forward(cfg: Config, tokens_per_rank: int, num_devices: int) -> int:
+    """How many of a device's virtual ranks one training forward takes: the most that divide the device's ranks with
+    at most cfg.model.train_forward_tokens tokens together; 1 when that is 0 or below one rank's tokens."""
+    local = cfg.data.num_ranks // num_devices
+    budget = cfg.model.train_forward_tokens
+    return max(r for r in range(1, local + 1) if local % r == 0 and (r == 1 or r * tokens_per_rank <= budget))
+
+
+def forward_plan(cfg: Config, num_devices: int) -> list[str]:
+    """Per phase, how a device runs its ranks, e.g. "phase 1: 8 ranks as 1 forward of 131,072 tokens"."""
+    local = cfg.data.num_ranks // num_devices
+    lines = []
+    for phase, seqs in enumerate(cfg.schedule.seqs_per_rank):
+        tokens = seqs * cfg.schedule.seq_len
+        group = ranks_per_forward(cfg, tokens, num_devices)
+        lines.append(f"phase {phase + 1}: {local} rank(s) as {local // group} forward(s) of {group * tokens:,} tokens")
+    return lines
 
 
 DONATE_STATE = (0,)  # the update and untie functions donate the state they replace (their first argument)

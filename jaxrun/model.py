@@ -8,8 +8,11 @@ and the FLOP count read too):
 A is the number of attention layers; banks are indexed in layer order (ModelConfig.attention_layers,
 ModelConfig.value_embed_layers).
 
-One call runs ONE packed sequence (T tokens, documents marked by seg_ids); the train loop scans over micro-batches and
-devices. ``dyn`` carries the traced schedule values: rope_freqs (head_dim // 4,) f32 (the rotating frequencies after
+One call runs one packed sequence (T tokens, documents marked by seg_ids), or, for training, R such sequences (R, T)
+at once: the virtual ranks' rows that one device merges into one forward (ModelConfig.train_forward_tokens). The R
+rows run as one (R*T)-token sequence through every per-token op and matmul; what looks across positions (rotary
+positions, the smear, the key offset, the document mask, the MTP targets) stops at each row's end, so each row's
+numbers are those of its own call, to rounding. The train loop scans over the rest. ``dyn`` carries the traced schedule values: rope_freqs (head_dim // 4,) f32 (the rotating frequencies after
 YaRN), attn_scale () f32, mtp_weights (K,) f32. ``windows`` = (short, long) in tokens and ``tied`` are static. The
 heavy ops come in as an ``ops.Kernels`` (``kernels=``), resolved once before tracing.
 
@@ -75,8 +78,8 @@ def rms_norm(x, eps: float):
 
 
 def gate_logits(x, gate_w):
-    """x[:, :gate_dim] gate_w^T as a bf16 matmul: (T, gate_dim) x (n, gate_dim) -> (T, n)."""
-    return jnp.dot(x[:, : gate_w.shape[-1]], gate_w.T)
+    """x[..., :gate_dim] gate_w^T as a bf16 matmul: (..., T, gate_dim) x (n, gate_dim) -> (..., T, n)."""
+    return jnp.dot(x[..., : gate_w.shape[-1]], gate_w.T)
 
 
 def rotary_omega(freqs, head_dim: int):
@@ -101,22 +104,22 @@ def apply_rotary(x, cos, sin):
 
 
 def rotate_standard(x, freqs):
-    """x (T, H, d) rotated at the absolute position t in the packed sequence (recipe §1.5.3)."""
-    cos, sin = rotary_tables(freqs, jnp.arange(x.shape[0]), x.shape[-1])
+    """x (..., T, H, d) rotated at the absolute position t in its packed sequence (recipe §1.5.3)."""
+    cos, sin = rotary_tables(freqs, jnp.arange(x.shape[-3]), x.shape[-1])
     return apply_rotary(x, cos[:, None, :], sin[:, None, :])
 
 
 def rotate_paired(x, freqs):
-    """x (T, H, d) -> (2T, H/2, d), recipe §1.6.1-3: the (T, H/2, 2d) view rotated with the paired table (first half of
-    each 2d vector at position 2t, second half at 2t+1), then re-viewed row-major. Head h of token t lands in row
-    2t + h // (H/2), channel h mod (H/2), rotated at position 2t + h mod 2 ([NOTE] channel 1's heads are rotated at the
-    other row's position: reproduced by doing the same reshape)."""
-    seq_len, heads, head_dim = x.shape
+    """x (..., T, H, d) -> (..., 2T, H/2, d), recipe §1.6.1-3: the (T, H/2, 2d) view rotated with the paired table
+    (first half of each 2d vector at position 2t, second half at 2t+1), then re-viewed row-major. Head h of token t
+    lands in row 2t + h // (H/2), channel h mod (H/2), rotated at position 2t + h mod 2 ([NOTE] channel 1's heads are
+    rotated at the other row's position: reproduced by doing the same reshape)."""
+    *lead, seq_len, heads, head_dim = x.shape
     positions = 2 * jnp.arange(seq_len)[:, None] + jnp.arange(2)[None, :]  # (T, 2): [2t, 2t+1]
     cos, sin = rotary_tables(freqs, positions, head_dim)  # (T, 2, d)
-    pairs = x.reshape(seq_len, heads // 2, 2, head_dim)  # == the (T, H/2, 2d) view
+    pairs = x.reshape(*lead, seq_len, heads // 2, 2, head_dim)  # == the (T, H/2, 2d) view
     rotated = apply_rotary(pairs, cos[:, None], sin[:, None])
-    return rotated.reshape(2 * seq_len, heads // 2, head_dim)
+    return rotated.reshape(*lead, 2 * seq_len, heads // 2, head_dim)
 
 
 def to_paired_rows(x):
@@ -130,22 +133,38 @@ def from_paired_rows(x):
 
 
 def key_offset(k):
-    """k[t, dims d/4:d/2 and 3d/4:d] <- k[t-1, same dims] for t >= 1, from the pre-shift values (recipe §1.5.4, §14.5).
-    [NOTE] these are the lowest-frequency rotating dims and half the stationary ones (the #58-#61 behaviour). Crosses
-    document boundaries on purpose."""
+    """k[t, dims d/4:d/2 and 3d/4:d] <- k[t-1, same dims] for t >= 1, from the pre-shift values (recipe §1.5.4, §14.5);
+    k (..., T, H, d). [NOTE] these are the lowest-frequency rotating dims and half the stationary ones (the #58-#61
+    behaviour). Crosses document boundaries on purpose (not a sequence's start)."""
     head_dim = k.shape[-1]
     dims = jnp.arange(head_dim)
     moved = ((dims >= head_dim // 4) & (dims < head_dim // 2)) | (dims >= 3 * head_dim // 4)
-    previous = jnp.concatenate([k[:1], k[:-1]], axis=0)
+    previous = jnp.concatenate([k[..., :1, :, :], k[..., :-1, :, :]], axis=-3)
     return jnp.where(moved, previous, k)
 
 
 def smear(e, smear_gate, smear_lambda):
-    """e'_t = e_t + smear_lambda * sigmoid(e_t[:gate_dim] smear_gate^T) e_{t-1} for t >= 1 (recipe §1.4.2). The gate
-    reads the raw embedding. [NOTE] crosses document boundaries: a BOS is smeared with the previous document."""
-    gate = gate_logits(e[1:], smear_gate).astype(F32)
-    mixed = e[1:].astype(F32) + smear_lambda * jax.nn.sigmoid(gate) * e[:-1].astype(F32)
-    return jnp.concatenate([e[:1], mixed.astype(e.dtype)], axis=0)
+    """e'_t = e_t + smear_lambda * sigmoid(e_t[:gate_dim] smear_gate^T) e_{t-1} for t >= 1 (recipe §1.4.2); e (..., T,
+    D). The gate reads the raw embedding. [NOTE] crosses document boundaries: a BOS is smeared with the previous
+    document (not a sequence's start)."""
+    gate = gate_logits(e[..., 1:, :], smear_gate).astype(F32)
+    mixed = e[..., 1:, :].astype(F32) + smear_lambda * jax.nn.sigmoid(gate) * e[..., :-1, :].astype(F32)
+    return jnp.concatenate([e[..., :1, :], mixed.astype(e.dtype)], axis=-2)
+
+
+def per_sequence(x, num_seqs: int):
+    """(N, ...) tokens of num_seqs equal sequences laid end to end -> (num_seqs, N / num_seqs, ...)."""
+    return x.reshape((num_seqs, x.shape[0] // num_seqs) + x.shape[1:])
+
+
+def packed_segment_ids(seg_ids):
+    """seg_ids (R, T) of R sequences -> (R*T,) ids of one packed sequence whose segments are the rows' segments, none
+    spanning two rows: a new id at each row's start and wherever a row's id changes (the attention backends mask by
+    runs of equal ids, and the loader's rows all count from 0). One row is passed through unchanged."""
+    if seg_ids.shape[0] == 1:
+        return seg_ids.reshape(-1)
+    starts = jnp.concatenate([jnp.ones(seg_ids.shape[:1] + (1,), bool), seg_ids[:, 1:] != seg_ids[:, :-1]], axis=1)
+    return jnp.cumsum(starts.reshape(-1), dtype=jnp.int32) - 1
 
 
 def add_value_embed(v, u, ve_gate, ve_rows):
@@ -184,12 +203,15 @@ class GPT(nn.Module):
         return dict(self.p)
 
     def hidden(self, batch, dyn, windows: tuple[int, int], tied: bool, rows: dict | None = None):
-        """The final normalised hidden states h (T, D) bf16 (recipe §1.4 steps 1-6, before the head). rows: the
-        embedding rows of the tokens, already gathered (embedding_rows); None gathers them here."""
+        """The final normalised hidden states h (R*T, D) bf16 of a batch of (T,) or (R, T) arrays (recipe §1.4 steps 1-6,
+        before the head). rows: the embedding rows of the tokens (flattened), already gathered (embedding_rows); None
+        gathers them here."""
         cfg, p = self.cfg, self.p
         lay = ScalarLayout(cfg.num_layers)
         scalars, x0_lambdas = p["scalars"], p["x0_lambdas"]
-        tokens, seg_ids = batch["inputs"], batch["seg_ids"]
+        num_seqs = 1 if batch["inputs"].ndim == 1 else batch["inputs"].shape[0]
+        tokens = batch["inputs"].reshape(-1)
+        seg_ids = packed_segment_ids(batch["seg_ids"].reshape(num_seqs, -1))
         mlp = self.ops.mlp
 
         if rows is None:
@@ -198,7 +220,7 @@ class GPT(nn.Module):
             value_embeds = ops.embedding_lookup(p["ve"], tokens)  # (num_value_embeds, T, D): one gather for all layers
         else:
             e, value_embeds = ops.gathered_rows(rows["embed"], tokens), rows["ve"]
-        e = smear(e, p["smear_gate"], scalars[lay.smear])
+        e = smear(per_sequence(e, num_seqs), p["smear_gate"], scalars[lay.smear]).reshape(e.shape)
         x0 = rms_norm(e, cfg.rms_eps)
         x = x0
         saved = {}
@@ -211,7 +233,7 @@ class GPT(nn.Module):
             else:
                 x = (scalars[lay.resid(i)] * x.astype(F32) + x0_lambdas[i] * x0.astype(F32)).astype(BF16)
             if i in cfg.attention_layers:
-                x = x + self.attention(i, rms_norm(x, cfg.rms_eps), value_embeds, seg_ids, dyn, windows)
+                x = x + self.attention(i, rms_norm(x, cfg.rms_eps), value_embeds, seg_ids, dyn, windows, num_seqs)
             x = x + mlp(rms_norm(x, cfg.rms_eps), p["fc"][i], p["proj"][i])
             if i == cfg.skip_from:
                 saved["skip"] = x
@@ -220,44 +242,48 @@ class GPT(nn.Module):
         x = (x.astype(F32) - scalars[lay.backout] * saved["backout"].astype(F32)).astype(BF16)  # recipe §1.4.5
         return rms_norm(x, cfg.rms_eps)
 
-    def attention(self, layer: int, u, value_embeds, seg_ids, dyn, windows):
-        """Standard (recipe §1.5) or paired-head (recipe §1.6) attention of one layer on u = rms(x) (T, D)."""
+    def attention(self, layer: int, u, value_embeds, seg_ids, dyn, windows, num_seqs: int = 1):
+        """Standard (recipe §1.5) or paired-head (recipe §1.6) attention of one layer on u = rms(x) (N, D), N tokens of
+        num_seqs sequences end to end; seg_ids (N,) as packed_segment_ids gives them."""
         cfg, p = self.cfg, self.p
         lay = ScalarLayout(cfg.num_layers)
-        seq_len, D, H, d = u.shape[0], cfg.model_dim, cfg.num_heads, cfg.head_dim
+        tokens, D, H, d = u.shape[0], cfg.model_dim, cfg.num_heads, cfg.head_dim
         bank = cfg.attention_layers.index(layer)
         w = p["qkvo"][bank]
         w_qkv = scale_weight(w[: 3 * D], p["scalars"][lay.sa_in(layer)])  # lambda_in folded into the weight
         w_o = scale_weight(w[3 * D :], p["scalars"][lay.sa_out(layer)])
-        qkv = jnp.dot(u, w_qkv.T).reshape(seq_len, 3, H, d)
+        qkv = jnp.dot(u, w_qkv.T).reshape(tokens, 3, H, d)
         q, k, v = rms_norm(qkv[:, 0], cfg.rms_eps), rms_norm(qkv[:, 1], cfg.rms_eps), qkv[:, 2]
         ve_slot = {lyr: j for j, (lyr, _) in enumerate(cfg.value_embed_layers)}.get(layer)
         if ve_slot is not None:
-            ve_rows = value_embeds[cfg.value_embed_layers[ve_slot][1]].reshape(seq_len, H, d)
+            ve_rows = value_embeds[cfg.value_embed_layers[ve_slot][1]].reshape(tokens, H, d)
             v = add_value_embed(v, u, p["ve_gate_bank"][ve_slot], ve_rows)
         attention = self.ops.attention
         freqs, scale = dyn["rope_freqs"], dyn["attn_scale"]
+        q, k = per_sequence(q, num_seqs), per_sequence(k, num_seqs)  # positions count from each sequence's start
         if layer in cfg.paired_layers:
             # 2T interleaved rows, each token's two rows in its segment; window in rows, not doubled (recipe §1.6.5).
-            y = attention(rotate_paired(q, freqs), rotate_paired(k, freqs), to_paired_rows(v),
-                          jnp.repeat(seg_ids, 2), scale, window=windows[0])
+            paired = lambda x: rotate_paired(x, freqs).reshape(2 * tokens, H // 2, d)  # noqa: E731
+            y = attention(paired(q), paired(k), to_paired_rows(v), jnp.repeat(seg_ids, 2), scale, window=windows[0])
             y = from_paired_rows(y)
         else:
             q, k = rotate_standard(q, freqs), rotate_standard(k, freqs)
             if layer in cfg.key_offset_layers:
                 k = key_offset(k)
             window = windows[1] if layer in cfg.long_window_layers else windows[0]
-            y = attention(q, k, v, seg_ids, scale, window=window)
+            y = attention(q.reshape(v.shape), k.reshape(v.shape), v, seg_ids, scale, window=window)
         y = output_gate(y, u, p["attn_gate_bank"][bank])
-        return jnp.dot(y.reshape(seq_len, D), w_o.T)
+        return jnp.dot(y.reshape(tokens, D), w_o.T)
 
     def train_loss(self, batch, dyn, windows, tied, rows=None):
-        """SUM over rows of the soft-capped MTP cross entropy (recipe §2.1), FP8 head if cfg.fp8_head."""
+        """SUM over the tokens of every sequence of the soft-capped MTP cross entropy (recipe §2.1), FP8 head if
+        cfg.fp8_head; each sequence's MTP targets stop at its own end."""
         cfg = self.cfg
         h = self.hidden(batch, dyn, windows, tied, rows)
-        return self.ops.head_loss(h, self.p["lm_head"], batch["targets"], dyn["mtp_weights"], fp8=cfg.fp8_head,
-                                  scales=cfg.fp8_scales, softcap=cfg.softcap, lm_head=self.ops.lm_head,
-                                  cross_entropy=self.ops.cross_entropy)
+        return self.ops.head_loss(h, self.p["lm_head"], batch["targets"].reshape(-1), dyn["mtp_weights"],
+                                  fp8=cfg.fp8_head, scales=cfg.fp8_scales, softcap=cfg.softcap,
+                                  lm_head=self.ops.lm_head, cross_entropy=self.ops.cross_entropy,
+                                  seq_len=batch["targets"].shape[-1])
 
     def eval_loss(self, batch, dyn, windows, tied):
         """Mean next-token soft-capped CE with the bf16 head, chunked over tokens (recipe §2.2)."""
@@ -285,12 +311,14 @@ def init_params(cfg: ModelConfig, key) -> dict[str, jax.Array]:
 
 def train_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int], tied: bool,
                kernels: ops.Kernels | None = None, rows: dict | None = None):
-    """f32 scalar: the SUM of the row losses of one packed sequence (recipe §2.1; the caller divides if it must).
+    """f32 scalar: the SUM of the row losses of one packed sequence (T,), or of R of them (R, T) at once (their rows
+    merged into one forward; each sequence's numbers its own call's, to rounding) (recipe §2.1; the caller divides if
+    it must).
     kernels: the op functions (ops.kernels(cfg.backends), built once by the caller); None builds them from
-    cfg.backends at every trace. rows: embedding_rows(params, batch["inputs"], tied), for a caller that takes the
+    cfg.backends at every trace. rows: embedding_rows(params, batch["inputs"].reshape(-1), tied), for a caller that takes the
     gradient with respect to the gathered rows instead of the tables (engine.make_grad_fn); the tables in params are
     then not read."""
-    _check_call(params, batch, dyn, cfg, windows)
+    _check_call(params, batch, dyn, cfg, windows, dims_allowed=(1, 2))
     return GPT(cfg, kernels).apply({"params": params}, batch, dyn, tuple(windows), tied, rows, method=GPT.train_loss)
 
 
@@ -303,7 +331,8 @@ EMBEDDING_TABLES = ("embed", "ve")  # the gathered tables; lm_head is one too wh
 
 
 def embedding_rows(params, tokens, tied: bool) -> dict:
-    """{"embed": (T, D), "ve": (num_value_embeds, T, D)}: the rows the model gathers for the tokens (T,)."""
+    """{"embed": (N, D), "ve": (num_value_embeds, N, D)}: the rows the model gathers for the tokens (N,) (a batch's
+    inputs, flattened)."""
     return {"embed": jnp.take(params[embedding_table(tied)], tokens, axis=0),
             "ve": jnp.take(params["ve"], tokens, axis=-2)}
 
@@ -315,8 +344,9 @@ def eval_loss(params, batch, dyn, *, cfg: ModelConfig, windows: tuple[int, int],
     return GPT(cfg, kernels).apply({"params": params}, batch, dyn, tuple(windows), tied, method=GPT.eval_loss)
 
 
-def _check_call(params, batch, dyn, cfg: ModelConfig, windows) -> None:
-    """Shapes and keys at trace time, so a wrong input fails with a message rather than deep inside XLA."""
+def _check_call(params, batch, dyn, cfg: ModelConfig, windows, dims_allowed=(1,)) -> None:
+    """Shapes and keys at trace time, so a wrong input fails with a message rather than deep inside XLA.
+    dims_allowed: the batch arrays' allowed ranks (training takes (R, T) too)."""
     check_config(cfg)
     expected = param_shapes(cfg)
     missing, unexpected = sorted(set(expected) - set(params)), sorted(set(params) - set(expected))
@@ -328,11 +358,12 @@ def _check_call(params, batch, dyn, cfg: ModelConfig, windows) -> None:
     for key in ("inputs", "targets", "seg_ids"):
         if key not in batch:
             raise ValueError(f"batch needs 'inputs', 'targets' and 'seg_ids' (one packed sequence); {key!r} is missing")
-        if batch[key].ndim != 1 or not jnp.issubdtype(batch[key].dtype, jnp.integer):
-            raise ValueError(f"batch[{key!r}] must be a 1-D integer array (T,), got {batch[key].dtype}{batch[key].shape}"
+        if batch[key].ndim not in dims_allowed or not jnp.issubdtype(batch[key].dtype, jnp.integer):
+            wanted = "a 1-D integer array (T,)" + (" or a 2-D one (R, T) of R sequences" if 2 in dims_allowed else "")
+            raise ValueError(f"batch[{key!r}] must be {wanted}, got {batch[key].dtype}{batch[key].shape}"
                              f" (the train loop maps over micro-batches and devices itself)")
     if not batch["inputs"].shape == batch["targets"].shape == batch["seg_ids"].shape:
-        raise ValueError(f"batch inputs, targets and seg_ids must have the same length, got {batch['inputs'].shape}, "
+        raise ValueError(f"batch inputs, targets and seg_ids must have the same shape, got {batch['inputs'].shape}, "
                          f"{batch['targets'].shape}, {batch['seg_ids'].shape}")
     dims = {"rope_freqs": (cfg.head_dim // 4,), "attn_scale": ()}
     for key, shape in dims.items():

@@ -10,9 +10,12 @@ Signatures (every backend keeps them exactly):
     attention(q, k, v, seg_ids, scale, *, window) -> out               (T, H, d) bf16, recipe §1.5-1.6, §5.4
     lm_head(h, w, *, fp8, scales) -> logits                             (T, V) bf16, recipe §1.9
     mlp(u, fc, proj) -> out                                             (T, D) bf16, recipe §1.8, §14.3
-    cross_entropy(logits, targets, mtp_weights, *, softcap) -> loss     (T,) f32 per row, recipe §2.1
-    head_loss(h, w, targets, mtp_weights, *, fp8, scales, softcap, lm_head, cross_entropy) -> loss
+    cross_entropy(logits, targets, mtp_weights, *, softcap, seq_len=None) -> loss
+                                                                        (T,) f32 per row, recipe §2.1
+    head_loss(h, w, targets, mtp_weights, *, fp8, scales, softcap, lm_head, cross_entropy, seq_len=None) -> loss
                                                                         f32 scalar: the training loss, Σ of the rows
+``seq_len``: the rows are sequences of that many tokens laid end to end (several virtual ranks' rows in one forward),
+and each one's MTP targets stop at its own end; None (or T): one sequence.
 ``head_loss`` is the training loss of the head and the cross entropy together: its xla backend composes the two ops
 (the lm_head and cross_entropy functions it is passed, of their own backends); its triton backend is one kernel that
 also writes the FP8 head's e5m2 gradient (jaxrun.kernels.softcap_ce.head_loss).
@@ -461,11 +464,12 @@ _mlp.defvjp(_mlp_fwd, _mlp_bwd)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def head_loss_xla(h, w, targets, mtp_weights, *, fp8: bool, scales, softcap, lm_head: Callable, cross_entropy: Callable):
+def head_loss_xla(h, w, targets, mtp_weights, *, fp8: bool, scales, softcap, lm_head: Callable, cross_entropy: Callable,
+                  seq_len: int | None = None):
     """The training loss Σ_i loss_i (recipe §2.1) as the two ops compose it: logits = lm_head(h, w), then the per-row
     cross entropy, summed. lm_head and cross_entropy are those ops' functions (any backend)."""
     logits = lm_head(h, w, fp8=fp8, scales=scales)
-    return jnp.sum(cross_entropy(logits, targets, mtp_weights, softcap=softcap))
+    return jnp.sum(cross_entropy(logits, targets, mtp_weights, softcap=softcap, seq_len=seq_len))
 
 
 def softcap_logits(logits, softcap: tuple[float, float, float]):
@@ -474,45 +478,62 @@ def softcap_logits(logits, softcap: tuple[float, float, float]):
     return a * jax.nn.sigmoid((logits.astype(jnp.float32) + b) / c)
 
 
-def cross_entropy_xla(logits, targets, mtp_weights, *, softcap: tuple[float, float, float]):
+def cross_entropy_xla(logits, targets, mtp_weights, *, softcap: tuple[float, float, float], seq_len: int | None = None):
     """Per-row loss_i = sum_k [i+k < T] w_k (lse_i - z_{i, targets[i+k]}) (T,) f32, z soft-capped in fp32, lse over all
-    V columns. Targets past the end of the sequence are dropped; document boundaries are not masked (recipe §2.1)."""
+    V columns. Targets past the end of the sequence are dropped; document boundaries are not masked (recipe §2.1).
+    seq_len: the rows are sequences of seq_len tokens end to end, and i, T above count within each one."""
     _check(logits.ndim == 2, f"cross_entropy: logits must be (T, V), got {logits.shape}")
     _check(targets.shape == logits.shape[:1], f"cross_entropy: targets must be ({logits.shape[0]},), got {targets.shape}")
     _check(mtp_weights.ndim == 1, f"cross_entropy: mtp_weights must be 1-D (K,), got {mtp_weights.shape}")
     _check(len(softcap) == 3, f"cross_entropy: softcap must be (a, b, c), got {softcap!r}")
-    return _softcap_ce(logits, targets, jnp.asarray(mtp_weights, jnp.float32), tuple(float(x) for x in softcap))
+    seq_len = checked_seq_len(seq_len, logits.shape[0], "cross_entropy")
+    return _softcap_ce(logits, targets, jnp.asarray(mtp_weights, jnp.float32), tuple(float(x) for x in softcap), seq_len)
 
 
-def _mtp_targets(targets, mtp_weights):
-    """(T, K) target ids targets[i+k] (clamped in range) and weights w_k [i+k < T]."""
-    seq_len, depth = targets.shape[0], mtp_weights.shape[0]
-    idx = jnp.arange(seq_len)[:, None] + jnp.arange(depth)[None, :]
-    weights = jnp.where(idx < seq_len, mtp_weights[None, :], 0.0)
-    return targets[jnp.minimum(idx, seq_len - 1)], weights
+def checked_seq_len(seq_len: int | None, rows: int, op: str) -> int:
+    """The length of the sequences laid end to end in ``rows`` rows (None: one sequence of all of them)."""
+    if seq_len is None:
+        return rows
+    _check(isinstance(seq_len, int) and 0 < seq_len <= rows and rows % seq_len == 0,
+           f"{op}: seq_len must be a whole int dividing the {rows} rows, got {seq_len!r}")
+    return seq_len
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _softcap_ce(logits, targets, mtp_weights, softcap):
-    return _softcap_ce_fwd(logits, targets, mtp_weights, softcap)[0]
+def mtp_valid(rows: int, depth: int, seq_len: int):
+    """(rows, depth) bool: [i+k < T], i counted from the start of row i's sequence of seq_len rows."""
+    position = jnp.arange(rows) % seq_len if seq_len < rows else jnp.arange(rows)
+    return position[:, None] + jnp.arange(depth)[None, :] < seq_len
 
 
-def _softcap_ce_fwd(logits, targets, mtp_weights, softcap):
+def _mtp_targets(targets, mtp_weights, seq_len):
+    """(T, K) target ids targets[i+k] (clamped in range) and weights w_k [i+k < T], T and i within each sequence."""
+    rows, depth = targets.shape[0], mtp_weights.shape[0]
+    idx = jnp.arange(rows)[:, None] + jnp.arange(depth)[None, :]
+    weights = jnp.where(mtp_valid(rows, depth, seq_len), mtp_weights[None, :], 0.0)
+    return targets[jnp.minimum(idx, rows - 1)], weights
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _softcap_ce(logits, targets, mtp_weights, softcap, seq_len):
+    return _softcap_ce_fwd(logits, targets, mtp_weights, softcap, seq_len)[0]
+
+
+def _softcap_ce_fwd(logits, targets, mtp_weights, softcap, seq_len):
     # z < a, so a stabilises the log-sum-exp without a max pass: one fused reduction, no (T, V) fp32 tensor.
     cap = softcap[0]
     lse = cap + jnp.log(jnp.sum(jnp.exp(softcap_logits(logits, softcap) - cap), axis=-1))
-    tgt, weights = _mtp_targets(targets, mtp_weights)
+    tgt, weights = _mtp_targets(targets, mtp_weights, seq_len)
     z_tgt = softcap_logits(jnp.take_along_axis(logits, tgt, axis=1), softcap)
     loss = jnp.sum(weights * (lse[:, None] - z_tgt), axis=1)
     return loss, (logits, targets, mtp_weights, lse)
 
 
-def _softcap_ce_bwd(softcap, residuals, g):
+def _softcap_ce_bwd(softcap, seq_len, residuals, g):
     """d logits_ij = g_i (S_i p_ij - sum_k [i+k<T] w_k [j = tgt[i+k]]) (1/c) z_ij (1 - sigma_ij) (recipe §2.1), bf16;
     z recomputed from the logits, lse saved by the forward."""
     logits, targets, mtp_weights, lse = residuals
     a, b, c = softcap
-    tgt, weights = _mtp_targets(targets, mtp_weights)
+    tgt, weights = _mtp_targets(targets, mtp_weights, seq_len)
     sig = jax.nn.sigmoid((logits.astype(jnp.float32) + b) / c)
     z = a * sig
     p = jnp.exp(z - lse[:, None])
@@ -521,7 +542,7 @@ def _softcap_ce_bwd(softcap, residuals, g):
     total = jnp.sum(weights, axis=1, keepdims=True)
     d_logits = (g[:, None] * (total * p - hits) * (z * (1.0 - sig) / c)).astype(logits.dtype)
     z_tgt = softcap_logits(jnp.take_along_axis(logits, tgt, axis=1), softcap)
-    valid = (jnp.arange(targets.shape[0])[:, None] + jnp.arange(mtp_weights.shape[0])[None, :]) < targets.shape[0]
+    valid = mtp_valid(targets.shape[0], mtp_weights.shape[0], seq_len)
     d_weights = jnp.sum(g[:, None] * valid * (lse[:, None] - z_tgt), axis=0)
     return d_logits, None, d_weights
 

@@ -210,6 +210,7 @@ def bench_phase(session: engine.Session, fns: engine.StepFunctions, state: dict,
         "steps": list(pair),
         "tokens_per_rank": tokens_per_rank,
         "tokens_per_step": tokens_per_step,
+        "ranks_per_forward": engine.ranks_per_forward(cfg, tokens_per_rank, num_devices),
         "windows": list(windows),
         "tied": shape.tied,
         "warmup_steps": opts.warmup,
@@ -293,8 +294,10 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
             state = engine.initial_state(session)
             result["phases"] = []
             for p in phases:
+                tokens = schedule.step_shape(step_pair(cfg, p)[0], cfg.schedule).tokens_per_rank
+                group = engine.ranks_per_forward(cfg, tokens, num_devices)
                 announce(f"{phase_label(cfg, p)}: steps {'/'.join(map(str, step_pair(cfg, p)))}, {opts.warmup} warm-up "
-                         f"+ {opts.steps} timed")
+                         f"+ {opts.steps} timed; {group} rank(s) per forward ({group * tokens:,} tokens)")
                 state, figures = bench_phase(session, fns, state, p, opts, peak)
                 result["phases"].append(figures)
     finally:

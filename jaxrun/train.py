@@ -167,6 +167,7 @@ def header_lines(cfg: Config, mesh, opts: RunOptions) -> list[str]:
         f"config {cfg.name} sha256:{digest} -> {opts.run_dir / 'config.json'}",
         "backends: " + ", ".join(f"{op}={b}" for op, b in cfg.model.backends) + f" | fp8 head {cfg.model.fp8_head}",
         f"devices: {mesh.devices.size} x {device.device_kind} ({jax.default_backend()}) | {jax.process_count()} process(es)",
+        "per device: " + "; ".join(engine.forward_plan(cfg, mesh.devices.size)),
     ]
 
 

@@ -1,7 +1,9 @@
 """The fused soft-capped multi-token cross entropy (recipe §2.1, §7.2) as jax-triton kernels.
 
 z = a · σ((ℓ + b) / c) in fp32 from the bf16 logits (formed as ℓ·(1/c) + b/c, as the reference kernel does);
-lse_i = log Σ_j exp(z_ij) over all V columns; loss_i = Σ_k [i+k < T] · w_k · (lse_i − z_{i, tgt[i+k]}).
+lse_i = log Σ_j exp(z_ij) over all V columns; loss_i = Σ_k [i+k < T] · w_k · (lse_i − z_{i, tgt[i+k]}), where the rows
+may be several sequences of ROW tokens end to end (several virtual ranks in one forward), i and T then counting within
+each (ROW = T: one sequence, and the kernels are the one-sequence kernels instruction for instruction).
 The forward streams each row once and saves lse (and the small (T, K) table of lse_i − z_{i, tgt[i+k]}, from which
 the weights' gradient follows); the backward streams the row again, recomputes z and writes
 dℓ_ij = g_i · (S_i·p_ij − Σ_k [i+k < T]·w_k·[j = tgt[i+k]]) · (1/c)·z_ij·(1 − σ_ij) in bf16, S_i = Σ_k [i+k < T]·w_k:
@@ -91,6 +93,15 @@ if triton is not None:
         return cap * sig, sig
 
     @triton.jit
+    def _in_sequence(row, k, T: tl.constexpr, ROW: tl.constexpr):
+        """Whether targets[row + k] is one of row's MTP targets: inside row's own sequence of ROW rows."""
+        if ROW == T:
+            inside = row + k < T
+        else:
+            inside = row % ROW + k < ROW
+        return inside
+
+    @triton.jit
     def _exp_terms(row_ptr, cols, cap, inv_temp, shift, V: tl.constexpr, MASKED: tl.constexpr):
         """exp(z − cap) for these columns of one row (0 past the row's end)."""
         if MASKED:
@@ -120,6 +131,7 @@ if triton is not None:
         NUM_WEIGHTS: tl.constexpr,
         BLOCK: tl.constexpr,
         TAIL_BLOCK: tl.constexpr,
+        ROW: tl.constexpr,
     ):
         """Streams one row once: stores its loss, lse and terms, returns lse (the forward of both kernels below)."""
         full_cols: tl.constexpr = V - V % BLOCK
@@ -133,7 +145,7 @@ if triton is not None:
         lse = cap + tl.log(tl.sum(sums, axis=0) + tl.sum(tail_sums, axis=0))
         loss = 0.0
         for k in tl.static_range(NUM_WEIGHTS):
-            has_target = row + k < T
+            has_target = _in_sequence(row, k, T, ROW)
             target = tl.load(targets_ptr + row + k, mask=has_target, other=0)
             in_vocab = has_target & (target >= 0) & (target < V)
             logit = tl.load(row_ptr + target, mask=in_vocab, other=0.0).to(tl.float32)
@@ -161,11 +173,12 @@ if triton is not None:
         NUM_WEIGHTS: tl.constexpr,
         BLOCK: tl.constexpr,
         TAIL_BLOCK: tl.constexpr,
+        ROW: tl.constexpr,
     ):
         row = tl.program_id(0)
         row_ptr = logits_ptr + row.to(tl.int64) * V
         _row_loss(row_ptr, targets_ptr, weights_ptr, row, cap, inv_temp, shift, loss_ptr, lse_ptr, terms_ptr, T, V,
-                  NUM_WEIGHTS, BLOCK, TAIL_BLOCK)  # fmt: skip
+                  NUM_WEIGHTS, BLOCK, TAIL_BLOCK, ROW)  # fmt: skip
 
     @triton.jit
     def _to_e5m2(grad, grad_scale, BY_RECIPROCAL: tl.constexpr):
@@ -213,14 +226,14 @@ if triton is not None:
     @triton.jit
     def _grad_row(row_ptr, grad_row_ptr, targets_ptr, weights_ptr, row, lse, g, cap, inv_temp, shift, grad_scale,
                   T: tl.constexpr, V: tl.constexpr, NUM_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr,
-                  TAIL_BLOCK: tl.constexpr, QUANT: tl.constexpr, BY_RECIPROCAL: tl.constexpr):
+                  TAIL_BLOCK: tl.constexpr, QUANT: tl.constexpr, BY_RECIPROCAL: tl.constexpr, ROW: tl.constexpr):
         """Writes dℓ of one row (the gradient pass of both kernels below). Every column first as a non-target, with no
         per-column compare against the K targets; then, after a barrier that lands those stores, the ≤ K target columns
         again with their weights summed in k's order (a column that is two targets gets both), which are the bits a
         per-column sum of the K terms gives (1.71 vs 2.25 ms for the fused kernel on an H200, same bits)."""
         weight_sum = 0.0
         for k in tl.static_range(NUM_WEIGHTS):
-            weight_sum += tl.where(row + k < T, tl.load(weights_ptr + k), 0.0)
+            weight_sum += tl.where(_in_sequence(row, k, T, ROW), tl.load(weights_ptr + k), 0.0)
         full_cols: tl.constexpr = V - V % BLOCK
         for start in range(0, full_cols, BLOCK):
             _grad_block(row_ptr, grad_row_ptr, start + tl.arange(0, BLOCK), lse, g, weight_sum, cap, inv_temp, shift,
@@ -230,12 +243,12 @@ if triton is not None:
                         shift, grad_scale, V, True, QUANT, BY_RECIPROCAL)  # fmt: skip
         tl.debug_barrier()  # bar.sync: the loops' stores of the target columns are ordered before their rewrite
         for k in tl.static_range(NUM_WEIGHTS):
-            has_target = row + k < T
+            has_target = _in_sequence(row, k, T, ROW)
             target = tl.load(targets_ptr + row + k, mask=has_target, other=-1)
             in_vocab = has_target & (target >= 0) & (target < V)
             hits = 0.0
             for j in tl.static_range(NUM_WEIGHTS):
-                other = tl.load(targets_ptr + row + j, mask=row + j < T, other=-1)
+                other = tl.load(targets_ptr + row + j, mask=_in_sequence(row, j, T, ROW), other=-1)
                 hits += tl.where(other == target, tl.load(weights_ptr + j), 0.0)
             logit = tl.load(row_ptr + target, mask=in_vocab, other=0.0).to(tl.float32)
             grad = _grad_value(logit, hits, lse, g, weight_sum, cap, inv_temp, shift)
@@ -257,11 +270,12 @@ if triton is not None:
         NUM_WEIGHTS: tl.constexpr,
         BLOCK: tl.constexpr,
         TAIL_BLOCK: tl.constexpr,
+        ROW: tl.constexpr,
     ):
         row = tl.program_id(0)
         _grad_row(logits_ptr + row.to(tl.int64) * V, dlogits_ptr + row.to(tl.int64) * V, targets_ptr, weights_ptr, row,
                   tl.load(lse_ptr + row), tl.load(dloss_ptr + row), cap, inv_temp, shift, 1.0, T, V, NUM_WEIGHTS,
-                  BLOCK, TAIL_BLOCK, False, False)  # fmt: skip
+                  BLOCK, TAIL_BLOCK, False, False, ROW)  # fmt: skip
 
     @triton.jit
     def _ce_fused_fp8_kernel(
@@ -283,6 +297,7 @@ if triton is not None:
         TAIL_BLOCK: tl.constexpr,
         GRAD_BLOCK: tl.constexpr,
         BY_RECIPROCAL: tl.constexpr,
+        ROW: tl.constexpr,
     ):
         """The forward and, for a unit upstream gradient, the e5m2 gradient of one row, streamed twice by one program
         (the second pass mostly from HBM again: ncu gives a 20% L2 hit rate at the record's shape)."""
@@ -290,9 +305,9 @@ if triton is not None:
         row_ptr = logits_ptr + row.to(tl.int64) * V
         grad_row_ptr = gq_ptr + row.to(tl.int64) * V
         lse = _row_loss(row_ptr, targets_ptr, weights_ptr, row, cap, inv_temp, shift, loss_ptr, lse_ptr, terms_ptr, T,
-                        V, NUM_WEIGHTS, BLOCK, TAIL_BLOCK)  # fmt: skip
+                        V, NUM_WEIGHTS, BLOCK, TAIL_BLOCK, ROW)  # fmt: skip
         _grad_row(row_ptr, grad_row_ptr, targets_ptr, weights_ptr, row, lse, 1.0, cap, inv_temp, shift, grad_scale, T, V,
-                  NUM_WEIGHTS, GRAD_BLOCK, TAIL_BLOCK, True, BY_RECIPROCAL)  # fmt: skip
+                  NUM_WEIGHTS, GRAD_BLOCK, TAIL_BLOCK, True, BY_RECIPROCAL, ROW)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=None)
@@ -315,14 +330,16 @@ def _softcap_scalars(softcap: tuple[float, float, float]) -> tuple[np.float32, n
     return np.float32(cap), np.float32(1.0 / temperature), np.float32(offset / temperature)
 
 
-def _launch_meta(launch: RowLaunch, t: int, v: int, num_weights: int) -> dict:
+def _launch_meta(launch: RowLaunch, t: int, v: int, num_weights: int, seq_len: int | None) -> dict:
     return dict(grid=(t,), num_warps=launch.num_warps, T=t, V=v, NUM_WEIGHTS=num_weights, BLOCK=launch.block,
-                TAIL_BLOCK=launch.tail_block)  # fmt: skip
+                TAIL_BLOCK=launch.tail_block, ROW=ops.checked_seq_len(seq_len, t, "softcap_ce"))  # fmt: skip
 
 
-def softcap_ce_forward(logits, targets, weights, softcap, *, launch: RowLaunch = FORWARD_LAUNCH):
+def softcap_ce_forward(logits, targets, weights, softcap, *, launch: RowLaunch = FORWARD_LAUNCH,
+                       seq_len: int | None = None):
     """The forward kernel: loss (T,) f32, lse (T,) f32 and terms (T, K) f32, terms[i, k] = lse_i − z_{i, tgt[i+k]}
-    where i + k < T (else 0); logits (T, V) bf16, targets (T,) int32, weights (K,) f32."""
+    where i + k < T (else 0); logits (T, V) bf16, targets (T,) int32, weights (K,) f32. seq_len: the rows are
+    sequences of that many rows end to end, i and T counting within each (None: one sequence)."""
     jt = jax_triton()
     (t, v), k = logits.shape, weights.shape[0]
     row = jax.ShapeDtypeStruct((t,), jnp.float32)
@@ -334,11 +351,12 @@ def softcap_ce_forward(logits, targets, weights, softcap, *, launch: RowLaunch =
         kernel=_ce_forward_kernel,
         out_shape=(row, row, jax.ShapeDtypeStruct((t, k), jnp.float32)),
         name="softcap_ce_fwd",
-        **_launch_meta(launch, t, v, k),
+        **_launch_meta(launch, t, v, k, seq_len),
     )
 
 
-def softcap_ce_backward(logits, targets, weights, lse, dloss, softcap, *, launch: RowLaunch = BACKWARD_LAUNCH):
+def softcap_ce_backward(logits, targets, weights, lse, dloss, softcap, *, launch: RowLaunch = BACKWARD_LAUNCH,
+                        seq_len: int | None = None):
     """The backward kernel: d_logits (T, V) bf16 for the upstream per-row gradient dloss (T,) f32."""
     jt = jax_triton()
     t, v = logits.shape
@@ -352,12 +370,12 @@ def softcap_ce_backward(logits, targets, weights, lse, dloss, softcap, *, launch
         kernel=_ce_backward_kernel,
         out_shape=jax.ShapeDtypeStruct((t, v), jnp.bfloat16),
         name="softcap_ce_bwd",
-        **_launch_meta(launch, t, v, weights.shape[0]),
+        **_launch_meta(launch, t, v, weights.shape[0], seq_len),
     )
 
 
 def softcap_ce_fused_fp8(logits, targets, weights, softcap, grad_scale: float, *, launch: RowLaunch = FORWARD_LAUNCH,
-                         grad_block: int = FUSED_GRAD_BLOCK):
+                         grad_block: int = FUSED_GRAD_BLOCK, seq_len: int | None = None):
     """The forward kernel's loss, lse and terms, and, in the same program per row, the gradient of the SUMMED loss
     (upstream gradient 1 on every row) as the e5m2 array the FP8 head's backward multiplies:
     gq = quantize_fp8(bf16 dℓ, grad_scale, e5m2), (T, V). One read of the logits from HBM instead of three, and no
@@ -377,24 +395,24 @@ def softcap_ce_fused_fp8(logits, targets, weights, softcap, grad_scale: float, *
         name="softcap_ce_fused_fp8",
         GRAD_BLOCK=grad_block,
         BY_RECIPROCAL=by_reciprocal,
-        **_launch_meta(launch, t, v, k),
+        **_launch_meta(launch, t, v, k, seq_len),
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _softcap_ce(logits, targets, weights, softcap):
-    return softcap_ce_forward(logits, targets, weights, softcap)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _softcap_ce(logits, targets, weights, softcap, seq_len):
+    return softcap_ce_forward(logits, targets, weights, softcap, seq_len=seq_len)[0]
 
 
-def _softcap_ce_fwd(logits, targets, weights, softcap):
-    loss, lse, terms = softcap_ce_forward(logits, targets, weights, softcap)
+def _softcap_ce_fwd(logits, targets, weights, softcap, seq_len):
+    loss, lse, terms = softcap_ce_forward(logits, targets, weights, softcap, seq_len=seq_len)
     return loss, (logits, targets, weights, lse, terms)
 
 
-def _softcap_ce_bwd(softcap, residuals, dloss):
+def _softcap_ce_bwd(softcap, seq_len, residuals, dloss):
     logits, targets, weights, lse, terms = residuals
     dloss = dloss.astype(jnp.float32)
-    dlogits = softcap_ce_backward(logits, targets, weights, lse, dloss, softcap)
+    dlogits = softcap_ce_backward(logits, targets, weights, lse, dloss, softcap, seq_len=seq_len)
     # d loss_i / d w_k = terms[i, k]; the schedule's weights never need it, and XLA drops it when unused.
     return dlogits, None, dloss @ terms
 
@@ -415,9 +433,11 @@ def _check_softcap(softcap: Sequence[float]) -> tuple[float, float, float]:
 
 
 def cross_entropy(
-    logits: jax.Array, targets: jax.Array, mtp_weights: jax.Array, *, softcap: tuple[float, float, float]
+    logits: jax.Array, targets: jax.Array, mtp_weights: jax.Array, *, softcap: tuple[float, float, float],
+    seq_len: int | None = None,
 ) -> jax.Array:
-    """Per-row soft-capped multi-token CE loss (T,) f32 of logits (T, V) bf16, targets (T,) int and mtp_weights (K,).
+    """Per-row soft-capped multi-token CE loss (T,) f32 of logits (T, V) bf16, targets (T,) int and mtp_weights (K,);
+    seq_len: the rows are sequences of that many end to end, each with its own MTP targets (None: one sequence).
 
     Differentiable in the logits through the custom VJP (the caller sums the rows, recipe §2.1).
     """
@@ -425,7 +445,8 @@ def cross_entropy(
     if logits.ndim != 2 or logits.dtype != jnp.bfloat16:
         raise ValueError(f"cross_entropy: logits must be a (T, V) bfloat16 array, got {logits.shape} {logits.dtype}")
     _check_targets_and_weights("cross_entropy", logits.shape[0], targets, mtp_weights)
-    return _softcap_ce(logits, targets.astype(jnp.int32), mtp_weights.astype(jnp.float32), checked)
+    seq_len = ops.checked_seq_len(seq_len, logits.shape[0], "cross_entropy")
+    return _softcap_ce(logits, targets.astype(jnp.int32), mtp_weights.astype(jnp.float32), checked, seq_len)
 
 
 def _check_targets_and_weights(op: str, rows: int, targets, mtp_weights) -> None:
@@ -440,7 +461,8 @@ def _check_targets_and_weights(op: str, rows: int, targets, mtp_weights) -> None
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def head_loss(h, w, targets, mtp_weights, *, fp8: bool, scales, softcap, lm_head, cross_entropy) -> jax.Array:
+def head_loss(h, w, targets, mtp_weights, *, fp8: bool, scales, softcap, lm_head, cross_entropy,
+              seq_len: int | None = None) -> jax.Array:
     """The summed training loss Σ_i loss_i of the head and the soft-capped MTP cross entropy (ops.head_loss_xla's
     signature and number), with the FP8 head's backward fed by softcap_ce_fused_fp8.
 
@@ -457,26 +479,27 @@ def head_loss(h, w, targets, mtp_weights, *, fp8: bool, scales, softcap, lm_head
     """
     if not fp8:
         return ops.head_loss_xla(h, w, targets, mtp_weights, fp8=False, scales=scales, softcap=softcap,
-                                 lm_head=lm_head, cross_entropy=cross_entropy)
+                                 lm_head=lm_head, cross_entropy=cross_entropy, seq_len=seq_len)
     checked = _check_softcap(softcap)
     ops.check_head_shapes(h, w, "head_loss")
     _check_targets_and_weights("head_loss", h.shape[0], targets, mtp_weights)
     return _fused_head_loss(h, w, targets.astype(jnp.int32), mtp_weights.astype(jnp.float32),
-                            ops.checked_fp8_scales(scales, "head_loss"), checked)
+                            ops.checked_fp8_scales(scales, "head_loss"), checked,
+                            ops.checked_seq_len(seq_len, h.shape[0], "head_loss"))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _fused_head_loss(h, w, targets, weights, scales, softcap):
-    return _fused_head_loss_fwd(h, w, targets, weights, scales, softcap)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _fused_head_loss(h, w, targets, weights, scales, softcap, seq_len):
+    return _fused_head_loss_fwd(h, w, targets, weights, scales, softcap, seq_len)[0]
 
 
-def _fused_head_loss_fwd(h, w, targets, weights, scales, softcap):
+def _fused_head_loss_fwd(h, w, targets, weights, scales, softcap, seq_len):
     logits, quantised = ops.fp8_head_forward(h, w, scales)  # the xla head's forward, recipe §1.9
-    loss, _, terms, gq = softcap_ce_fused_fp8(logits, targets, weights, softcap, scales[2])
+    loss, _, terms, gq = softcap_ce_fused_fp8(logits, targets, weights, softcap, scales[2], seq_len=seq_len)
     return jnp.sum(loss), (quantised, gq, terms)  # the logits die here: only their e5m2 gradient (half the bytes) is kept
 
 
-def _fused_head_loss_bwd(scales, softcap, residuals, c):
+def _fused_head_loss_bwd(scales, softcap, seq_len, residuals, c):
     quantised, gq, terms = residuals
     dh, dw = ops.fp8_head_backward_products(gq, quantised, scales)  # the xla head's backward products (issue #20)
     c = c.astype(jnp.float32)  # 1 in training: the products pass through unchanged

@@ -1,6 +1,7 @@
 """The training engine (jaxrun/engine.py): its gradient function against the plain autodiff of the model's loss."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -66,3 +67,93 @@ def test_grad_fn_is_the_autodiff_of_the_summed_loss(tied):
             np.testing.assert_array_equal(np.asarray(grads[name]), np.asarray(ref[name]), err_msg=name)
     assert np.any(np.asarray(grads["ve"]) != 0)
     assert np.any(np.asarray(grads["embed"]) != 0) != tied  # the own table learns only once untied
+
+
+def test_ranks_per_forward_takes_the_largest_divisor_within_the_budget():
+    cfg = load_config(CONFIG_DIR / "record60.py")  # 8 virtual ranks
+    with_budget = lambda tokens: dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, train_forward_tokens=tokens))  # noqa: E731
+    assert engine.ranks_per_forward(cfg, 16384, 1) == 1  # 0: one rank per forward
+    assert engine.ranks_per_forward(with_budget(131072), 16384, 1) == 8
+    assert engine.ranks_per_forward(with_budget(131072), 49152, 1) == 2  # 3 ranks would fit, but 3 does not divide 8
+    assert engine.ranks_per_forward(with_budget(131072), 16384, 2) == 4  # a device's ranks only
+    assert engine.ranks_per_forward(with_budget(131072), 16384, 8) == 1
+    assert engine.ranks_per_forward(with_budget(1000), 16384, 1) == 1  # below one rank
+    assert engine.forward_plan(with_budget(131072), 1) == [
+        "phase 1: 8 rank(s) as 1 forward(s) of 131,072 tokens", "phase 2: 8 rank(s) as 2 forward(s) of 131,072 tokens",
+        "phase 3: 8 rank(s) as 4 forward(s) of 98,304 tokens"]
+
+
+def test_merged_ranks_give_the_per_rank_loss_and_gradients():
+    # 4 virtual ranks on one device, as 4 forwards (the reference's shape), 2 of 2 ranks, and 1 of all 4. The rows keep
+    # their own positions, documents and MTP targets (tests/test_model.py checks that against the fp64 model, and
+    # that the rows joined as one sequence differ), so the loss and gradients are the per-rank ones to rounding: a
+    # weight gradient is now one product over 2 or 4 ranks' tokens, rounded to bf16 once, instead of a bf16 product
+    # per rank summed in fp32. Tied: the head's dense gradient and the gathered rows' both land in lm_head.
+    cfg = load_config(CONFIG_DIR / "tiny.py")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_ranks=4))
+    t = cfg.schedule.seqs_per_rank[0] * cfg.schedule.seq_len
+    params = jax.jit(lambda k: engine.init_state(cfg, k)["params"])(jax.random.key(0))
+    noise = jax.random.split(jax.random.key(1), len(params))
+    params = {k: (p.astype(jnp.float32) + 0.02 * jax.random.normal(n, p.shape)).astype(p.dtype)
+              for (k, p), n in zip(sorted(params.items()), noise)}
+    batch = {k: jnp.asarray(v) for k, v in _batch(cfg, 2).items()}
+    windows = (cfg.schedule.window_block_size, 3 * cfg.schedule.window_block_size)
+    dyn = jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, 0))
+    mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:1])
+
+    def grad_fn(tokens_per_forward):
+        c = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, train_forward_tokens=tokens_per_forward))
+        return engine.make_grad_fn(c, mesh, windows, True)(jax.eval_shape(lambda p: p, params))
+
+    def micro_batches(fn):  # the length of the one scan in the gradient function: its forwards per step
+        return {int(n) for n in re.findall(r"length=(\d+)", str(jax.make_jaxpr(fn)(params, batch, dyn)))}
+
+    ref_loss, ref = grad_fn(0)(params, batch, dyn)
+    assert micro_batches(grad_fn(0)) == {4}
+    for group in (2, 4):
+        fn = grad_fn(group * t)
+        assert micro_batches(fn) == {4 // group}
+        loss, grads = fn(params, batch, dyn)
+        assert abs(float(loss) - float(ref_loss)) < 1e-4 * abs(float(ref_loss)), group
+        for name in ref:
+            got, want = np.asarray(grads[name], np.float64), np.asarray(ref[name], np.float64)
+            scale = np.linalg.norm(want)
+            assert np.linalg.norm(got - want) <= 2.0**-7 * scale, (group, name, np.linalg.norm(got - want) / scale)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs an NVIDIA GPU with triton and jax-triton")
+def test_merged_ranks_in_the_compiled_step_with_the_gpu_kernels():
+    """The loop's gradient function with the record's triton backends (attention, ReLU² MLP, fused FP8 head loss) and
+    the record's vocabulary: 4 ranks of 2,048 tokens as one forward against one forward per rank, to rounding."""
+    pytest.importorskip("jax_triton")
+    cfg = load_config(CONFIG_DIR / "tiny.py")
+    backends = (("attention", "triton"), ("lm_head", "xla"), ("mlp", "triton"), ("cross_entropy", "triton"),
+                ("head_loss", "triton"))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=50304, fp8_head=True,
+                                                             backends=backends),
+                              schedule=dataclasses.replace(cfg.schedule, seq_len=2048),
+                              data=dataclasses.replace(cfg.data, num_ranks=4))
+    t = cfg.schedule.seqs_per_rank[0] * cfg.schedule.seq_len
+    params = jax.jit(lambda k: engine.init_state(cfg, k)["params"])(jax.random.key(0))
+    noise = jax.random.split(jax.random.key(1), len(params))
+    params = {k: (p.astype(jnp.float32) + 0.02 * jax.random.normal(n, p.shape)).astype(p.dtype)
+              for (k, p), n in zip(sorted(params.items()), noise)}
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(0, 50257, (4, t + 1)).astype(np.int32)
+    seg = np.sort(rng.integers(0, 6, (4, t)), axis=1).astype(np.int32)
+    batch = {"inputs": jnp.asarray(tokens[:, :-1]), "targets": jnp.asarray(tokens[:, 1:]), "seg_ids": jnp.asarray(seg)}
+    windows = (128, 384)
+    dyn = jax.tree.map(jnp.asarray, engine.dyn_inputs(cfg, 0))
+    mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:1])
+    results = {}
+    for tokens_per_forward in (0, 4 * t):
+        c = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, train_forward_tokens=tokens_per_forward))
+        fn = engine.make_grad_fn(c, mesh, windows, True)(jax.eval_shape(lambda p: p, params))
+        results[tokens_per_forward] = jax.device_get(fn(params, batch, dyn))
+    (ref_loss, ref), (loss, grads) = results[0], results[4 * t]
+    assert abs(float(loss) - float(ref_loss)) < 1e-4 * abs(float(ref_loss))
+    for name in ref:
+        want = np.asarray(ref[name], np.float64)
+        rel = np.linalg.norm(np.asarray(grads[name], np.float64) - want) / max(np.linalg.norm(want), 1e-30)
+        assert rel <= 2.0**-7, (name, rel)

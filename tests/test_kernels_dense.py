@@ -5,6 +5,8 @@ without an NVIDIA GPU and jax-triton): outputs and gradients against references 
 §2.1 (numpy on small odd shapes; fp32 JAX on the record shapes, whose numpy reference would take minutes).
 """
 
+import functools
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -509,3 +511,34 @@ def test_head_loss_gradient_is_the_separate_ops_quantised_gradient():
     # where they differ, by one e5m2 step (2 mantissa bits: the neighbours are within a factor 1.25 .. 0.75)
     ratio = got[differ] / np.where(ref[differ] == 0, np.nan, ref[differ])
     assert np.all((np.abs(ratio - 1) <= 0.25) | (ref[differ] == 0) | (got[differ] == 0))
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("seqs, seq_len, v", [(3, 5, 4096 * 2 + 128), (8, 2048, MODEL.vocab_size)])
+def test_ce_kernels_of_sequences_end_to_end_are_one_launch_per_sequence(seqs, seq_len, v):
+    """seq_len < T (several virtual ranks' rows in one forward): every output of the three CE kernels is, bit for bit,
+    that of one launch per sequence (seq_len == T, the kernels measured on the H200); one launch of all the rows as a
+    single sequence differs (its MTP targets run across the ends)."""
+    t = seqs * seq_len
+    kl, kt, kg = jax.random.split(jax.random.key(seqs), 3)
+    logits = _random(kl, (t, v), 4.0)
+    targets = jax.random.randint(kt, (t,), 0, v, jnp.int32).at[seq_len].set(0).at[seq_len - 1].set(0)
+    dloss = jax.random.uniform(kg, (t,), jnp.float32, 0.5, 1.5)
+    weights = jnp.asarray((1.0, 0.5, 0.25), jnp.float32)
+
+    @functools.partial(jax.jit, static_argnums=3)
+    def kernels(lg, tg, dl, n):
+        loss, lse, terms = softcap_ce.softcap_ce_forward(lg, tg, weights, SOFTCAP, seq_len=n)
+        dlogits = softcap_ce.softcap_ce_backward(lg, tg, weights, lse, dl, SOFTCAP, seq_len=n)
+        fused = softcap_ce.softcap_ce_fused_fp8(lg, tg, weights, SOFTCAP, SCALES[2], seq_len=n)
+        return loss, lse, terms, dlogits, *fused
+
+    merged = jax.device_get(kernels(logits, targets, dloss, seq_len))
+    parts = [jax.device_get(kernels(logits[i * seq_len:(i + 1) * seq_len], targets[i * seq_len:(i + 1) * seq_len],
+                                    dloss[i * seq_len:(i + 1) * seq_len], seq_len)) for i in range(seqs)]
+    for j, got in enumerate(merged):
+        want = np.concatenate([p[j] for p in parts])
+        assert np.asarray(got).tobytes() == np.asarray(want).tobytes(), j
+    joined = jax.device_get(kernels(logits, targets, dloss, t))
+    assert np.asarray(joined[0]).tobytes() != np.asarray(merged[0]).tobytes()

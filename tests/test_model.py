@@ -342,6 +342,41 @@ def test_model_matches_numpy_transcription_of_spec():
     assert abs(float(got_train) - want_train) < 5e-3 * want_train
 
 
+def test_sequences_in_one_call_are_each_their_own_sequence():
+    """An (R, T) batch, R virtual ranks' rows in one forward (engine.ranks_per_forward): against the fp64 transcription
+    run on each row alone, the merged call is as close as a call per row (rotary positions, smear, key offset,
+    documents and MTP targets restart at each row), while the rows laid end to end as ONE sequence are not. Row 0 is
+    one document and row 1 starts with the same id, so only packed_segment_ids keeps them apart."""
+    params = random_params(FOUR, seed=7)
+    P = as_f64(params)
+    rng = np.random.default_rng(7)
+    T = 24
+    seg = np.stack([np.zeros(T), np.repeat([0, 1], [10, 14]), np.repeat([0, 1, 2], [1, 12, 11])]).astype(np.int32)
+    tokens, targets = rng.integers(0, FOUR.vocab_size, (3, T)), rng.integers(0, FOUR.vocab_size, (3, T))
+    dyn = make_dyn(FOUR)
+    freqs = rope_freqs(FOUR)
+
+    def run(p, b):
+        return hidden(p, b, dyn, FOUR, WINDOWS, True), model.train_loss(p, b, dyn, cfg=FOUR, windows=WINDOWS, tied=True)
+
+    run = jax.jit(run)
+    merged_h, merged_loss = run(params, make_batch(tokens, targets, seg))
+    one_seq = make_batch(tokens.reshape(-1), targets.reshape(-1), model.packed_segment_ids(jnp.asarray(seg)))
+    joined_h, joined_loss = run(params, one_seq)
+    want_h = np.concatenate([np_hidden(P, FOUR, tokens[r], seg[r], freqs, 0.3, WINDOWS, tied=True) for r in range(3)])
+    want_loss = sum(np_row_losses(want_h[r * T:(r + 1) * T], P["lm_head"], targets[r], [1.0, 0.5, 0.25],
+                                  FOUR.softcap).sum() for r in range(3))
+    per_row_err = np.abs(np.concatenate([np.asarray(run(params, make_batch(tokens[r], targets[r], seg[r]))[0],
+                                                    np.float32) for r in range(3)]) - want_h)
+    err = np.abs(np.asarray(merged_h, np.float32) - want_h)
+    assert err.max() < 0.1 and err.mean() < 0.01, (err.max(), err.mean())
+    assert err.mean() < 1.5 * per_row_err.mean(), (err.mean(), per_row_err.mean())
+    assert abs(float(merged_loss) - want_loss) < 5e-3 * want_loss
+    joined_err = np.abs(np.asarray(joined_h, np.float32) - want_h).max(axis=-1)
+    assert joined_err[T] > 0.1 and joined_err[2 * T] > 0.1  # without the row structure the second row's start moves
+    assert abs(float(joined_loss) - want_loss) > 5e-3 * want_loss
+
+
 def test_documents_connect_only_through_smear_and_key_offset():
     """Changing the last token of document 0 changes nothing in document 1 unless smear (recipe §1.4.2) or the key
     offset (§1.5.4) carries it across; attention itself never does (§5.4)."""
@@ -419,9 +454,11 @@ def test_bad_inputs_get_clear_errors():
     call()
     with pytest.raises(ValueError, match="'seg_ids' is missing"):
         call(b={k: v for k, v in batch.items() if k != "seg_ids"})
-    with pytest.raises(ValueError, match="must be a 1-D integer array"):
+    with pytest.raises(ValueError, match=r"must be a 1-D integer array \(T,\) or a 2-D one \(R, T\)"):
+        call(b={**batch, "inputs": batch["inputs"][None, None]})
+    with pytest.raises(ValueError, match="same shape"):
         call(b={**batch, "inputs": batch["inputs"][None]})
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(ValueError, match="same shape"):
         call(b={**batch, "targets": batch["targets"][:4]})
     with pytest.raises(ValueError, match=r"dyn\['rope_freqs'\] must have shape \(4,\)"):
         call(d={**dyn, "rope_freqs": jnp.zeros(8)})

@@ -355,6 +355,33 @@ def test_cross_entropy_mtp_weight_gradient():
     np.testing.assert_allclose(np.asarray(dw), basis, rtol=1e-5)
 
 
+def test_cross_entropy_of_sequences_end_to_end():
+    """seq_len = 4 over 12 rows: three sequences, each with its own MTP targets (recipe §2.1 per sequence: the last
+    rows of each see only the targets inside it), against the fp64 formulas applied to each sequence alone."""
+    rng = np.random.default_rng(9)
+    seq_len, seqs, vocab, weights = 4, 3, 30, (1.0, 0.5, 0.25)
+    logits = bf16(rng.normal(scale=4.0, size=(seq_len * seqs, vocab)))
+    targets = rng.integers(0, vocab, seq_len * seqs).astype(np.int32)
+    targets[4] = targets[3]  # the next sequence's first target is this one's last: not a second hit for row 3
+    g = rng.uniform(0.5, 2.0, seq_len * seqs)
+
+    def forward_backward(x, t, w, cotangent):
+        loss, vjp = jax.vjp(lambda y: ops.cross_entropy_xla(y, t, w, softcap=SOFTCAP, seq_len=seq_len), x)
+        return loss, vjp(cotangent)[0]
+
+    loss, d_logits = jax.jit(forward_backward)(jnp.asarray(logits, jnp.bfloat16), jnp.asarray(targets),
+                                               jnp.asarray(weights, jnp.float32), jnp.asarray(g, jnp.float32))
+    parts = [slice(i * seq_len, (i + 1) * seq_len) for i in range(seqs)]
+    want_loss = np.concatenate([np_row_losses(logits[p], targets[p], weights) for p in parts])
+    want_grad = np.concatenate([np_row_loss_grad(logits[p], targets[p], weights, g[p]) for p in parts])
+    np.testing.assert_allclose(np.asarray(loss), want_loss, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(f64(d_logits), want_grad, rtol=2 ** -7, atol=1e-6)
+    assert not np.allclose(np_row_losses(logits, targets, weights), want_loss, rtol=1e-3)  # one sequence differs
+    with pytest.raises(ValueError, match="seq_len must be a whole int dividing the 12 rows"):
+        ops.cross_entropy_xla(jnp.asarray(logits, jnp.bfloat16), jnp.asarray(targets), jnp.ones(3), softcap=SOFTCAP,
+                              seq_len=5)
+
+
 def test_cross_entropy_rejects_bad_input():
     with pytest.raises(ValueError, match="targets must be"):
         ops.cross_entropy_xla(jnp.zeros((4, 8), jnp.bfloat16), jnp.zeros(3, jnp.int32), jnp.ones(3), softcap=SOFTCAP)
