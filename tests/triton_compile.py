@@ -10,7 +10,10 @@ functions, with the triton backends) and builds it as jax-triton 0.3.1 does:
 It then compiles the launch with triton's compiler and bundled ptxas, and prints one JSON line per distinct kernel.
 A kernel that triton or ptxas refuses fails here with triton's error, as it would on the GPU machine.
 
-    python tests/triton_compile.py [--phase N ...] [--backends record|separate] [--ptxas-info]
+    python tests/triton_compile.py [--phase N ...] [--backends record|separate] [--forward-tokens N] [--ptxas-info]
+
+--forward-tokens sets model.train_forward_tokens (several virtual ranks per forward: longer launches, and the CE
+kernels' ROW below their T).
 
 --ptxas-info adds each kernel's registers and spill bytes (ptxas -v on its PTX, a second ptxas run per kernel), and
 its SASS opcode counts (cuobjdump, bundled with triton).
@@ -142,7 +145,7 @@ BACKENDS = {
 }
 
 
-def trace_steps(phases: list[int], backends: str) -> None:
+def trace_steps(phases: list[int], backends: str, forward_tokens: int = 0) -> None:
     """jax.eval_shape of the gradient function of each phase's step (and of the evaluation function once): every
     kernel launch of those steps goes through the stand-in."""
     import jax
@@ -152,7 +155,8 @@ def trace_steps(phases: list[int], backends: str) -> None:
     from jaxrun.config import CONFIG_DIR, load_config
 
     cfg = load_config(CONFIG_DIR / "record60.py")
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backends=BACKENDS[backends]))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backends=BACKENDS[backends],
+                                                             train_forward_tokens=forward_tokens))
     from jaxrun import ops
 
     kernels = ops.kernels(cfg.model.backends)
@@ -175,12 +179,13 @@ def main() -> None:
     parser.add_argument("--phase", type=int, action="append", help="0..3 (default: all)")
     parser.add_argument("--backends", choices=sorted(BACKENDS), default="record")
     parser.add_argument("--ptxas-info", action="store_true", help="add registers and spill bytes per kernel")
+    parser.add_argument("--forward-tokens", type=int, default=0, help="model.train_forward_tokens (default 0)")
     args = parser.parse_args()
     global PTXAS_INFO
     PTXAS_INFO = args.ptxas_info
     install_stand_in()
     t0 = time.perf_counter()
-    trace_steps(args.phase or [0, 1, 2, 3], args.backends)
+    trace_steps(args.phase or [0, 1, 2, 3], args.backends, args.forward_tokens)
     print(json.dumps({"kernels": len(LAUNCHES), "seconds": round(time.perf_counter() - t0, 1)}))
 
 
