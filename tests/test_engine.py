@@ -84,11 +84,12 @@ def test_ranks_per_forward_takes_the_largest_divisor_within_the_budget():
 
 
 def test_merged_ranks_give_the_per_rank_loss_and_gradients():
-    # 4 virtual ranks on one device, as 4 forwards (the reference's shape), 2 of 2 ranks, and 1 of all 4. The rows keep
+    # 4 virtual ranks on one device, as 4 forwards (the reference's shape) and as 2 forwards of 2 ranks. The rows keep
     # their own positions, documents and MTP targets (tests/test_model.py checks that against the fp64 model, and
     # that the rows joined as one sequence differ), so the loss and gradients are the per-rank ones to rounding: a
-    # weight gradient is now one product over 2 or 4 ranks' tokens, rounded to bf16 once, instead of a bf16 product
-    # per rank summed in fp32. Tied: the head's dense gradient and the gathered rows' both land in lm_head.
+    # weight gradient is now one product over 2 ranks' tokens, rounded to bf16 once, instead of a bf16 product per rank
+    # summed in fp32 (measured: at most 0.3% of a gradient's norm, bound 2^-7). Tied: the head's dense gradient and
+    # the gathered rows' both land in lm_head.
     cfg = load_config(CONFIG_DIR / "tiny.py")
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_ranks=4))
     t = cfg.schedule.seqs_per_rank[0] * cfg.schedule.seq_len
@@ -110,7 +111,7 @@ def test_merged_ranks_give_the_per_rank_loss_and_gradients():
 
     ref_loss, ref = grad_fn(0)(params, batch, dyn)
     assert micro_batches(grad_fn(0)) == {4}
-    for group in (2, 4):
+    for group in (2,):  # 2 forwards of 2 ranks: a merged forward inside the scan (the GPU test merges all 4)
         fn = grad_fn(group * t)
         assert micro_batches(fn) == {4 // group}
         loss, grads = fn(params, batch, dyn)

@@ -1,12 +1,7 @@
 # next lease, command 1 (~9 min): the 301-step curve of the shipped config, then the GPU tests of what changed since
 # the last GPU test run (51769e5): the CE kernels (bare MUFU, target rewrite, several sequences per launch), the fused
 # head loss in the compiled step, and the merged-ranks step with the GPU kernels
-source .carry/setup.sh
-R=$OUT/r; mkdir -p $R; export R
-( while true; do sleep 10; tar czf $OUT/res.tgz.tmp -C $R . 2>/dev/null && mv $OUT/res.tgz.tmp $OUT/res.tgz; done ) &
-TARLOOP=$!
-left() { echo $(( $1 - SECONDS )); }
-el() { echo "[$SECONDS s] $*" | tee -a $R/timeline.txt; }
+source .carry/setup.sh  # this folder's setup.sh, copied into .carry/
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > $R/gpu.txt
 python3 -c "import jax, jaxlib, triton, jax_triton; print(jax.__version__, jaxlib.__version__, triton.__version__, jax_triton.__version__)" >> $R/gpu.txt 2>&1
 git log --oneline -1 >> $R/gpu.txt
@@ -23,6 +18,6 @@ el "step tests exit $?"
 timeout $(left 590) python3 -m pytest -q -m gpu -n 0 -p no:cacheprovider -rA \
   "tests/test_fp8_audit.py::test_head_and_embedding_gradients_in_the_compiled_step" > $R/tests_audit.txt 2>&1
 el "audit tests exit $?"
-kill $TARLOOP; tar czf $OUT/res.tgz -C $R .
+finish
 grep -h "val_loss\|first timed\|compiled\|per device" $R/train.txt | head; grep -hE "PASSED|FAILED|ERROR|passed|failed" $R/tests_*.txt | tail -40
 cat $R/timeline.txt

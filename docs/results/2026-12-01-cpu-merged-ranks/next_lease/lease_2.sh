@@ -2,15 +2,10 @@
 # .carry/oldtree.tar), then three bench steps: this code cold + warm (both caches) against the PyTorch log; then up to
 # 131,072 and 65,536 tokens per forward, each against this code. Memory, from the H200's peaks (22.4 GB at 32k tokens
 # per forward, 30.1 GB at 48k): ~7 GB + 0.47 MiB per token, so ~68 GB at 131,072 tokens: within the 141 GB
-source .carry/setup.sh
-R=$OUT/r; mkdir -p $R; export R
-( while true; do sleep 10; tar czf $OUT/res.tgz.tmp -C $R . 2>/dev/null && mv $OUT/res.tgz.tmp $OUT/res.tgz; done ) &
-TARLOOP=$!
-left() { echo $(( $1 - SECONDS )); }
-el() { echo "[$SECONDS s] $*" | tee -a $R/timeline.txt; }
+source .carry/setup.sh  # this folder's setup.sh, copied into .carry/
 mkdir -p /tmp/o && tar xf .carry/oldtree.tar -C /tmp/o && ln -s ../kernels /tmp/o/jaxrun/kernels
 el start
-timeout 100 python3 docs/results/2026-12-01-h200-ce-kernel/next_lease/kcheck.py > $R/kcheck.txt 2>&1; el "kcheck exit $?"
+timeout 100 python3 docs/results/2026-12-01-cpu-merged-ranks/next_lease/kcheck.py > $R/kcheck.txt 2>&1; el "kcheck exit $?"
 S150="--set schedule.scheduled_steps=150"
 TORCH="--compare-to docs/results/2026-12-01-h200-side-by-side/pytorch_ref_sched150.txt"
 timeout $(left 330) python3 -m jaxrun.bench step --config configs/record60.py $P $S150 $TORCH --steps 10 --warmup 3 \
@@ -20,6 +15,6 @@ for B in 131072 65536; do
     $P $S150 --set model.train_forward_tokens=$B --skip-cold --benched-variants-only --steps 10 --warmup 3 \
     --compare-to $R/bench_new.json --json $R/bench_merged$B.json > $R/bench_merged$B.txt 2>&1; el "bench merged $B exit $?"
 done
-kill $TARLOOP; tar czf $OUT/res.tgz -C $R .
+finish
 tail -2 $R/kcheck.txt; for f in new merged131072 merged65536; do echo "== $f"; grep -v "^\s*$" $R/bench_$f.txt | tail -12; done
 cat $R/timeline.txt

@@ -2,12 +2,7 @@
 # 301-step curve of what paid (edit CHOICE), then the one-rank bench and `bench project` for the 8-GPU projection
 CHOICE="--set model.train_forward_tokens=131072"   # the best budget of command 2, or nothing
 MLPX="model.backends=(('attention','auto'),('lm_head','auto'),('mlp','xla'),('cross_entropy','auto'),('head_loss','auto'))"
-source .carry/setup.sh
-R=$OUT/r; mkdir -p $R; export R
-( while true; do sleep 10; tar czf $OUT/res.tgz.tmp -C $R . 2>/dev/null && mv $OUT/res.tgz.tmp $OUT/res.tgz; done ) &
-TARLOOP=$!
-left() { echo $(( $1 - SECONDS )); }
-el() { echo "[$SECONDS s] $*" | tee -a $R/timeline.txt; }
+source .carry/setup.sh  # this folder's setup.sh, copied into .carry/
 el start
 timeout $(left 140) python3 -m jaxrun.bench step --config configs/record60.py $P --set schedule.scheduled_steps=150 \
   --set "$MLPX" --skip-cold --benched-variants-only --steps 10 --warmup 3 --compare-to .carry/bench_new.json \
@@ -19,6 +14,6 @@ timeout $(left 560) python3 -m jaxrun.bench step --config configs/record60.py $P
   --benched-variants-only --steps 6 --warmup 2 --json $R/bench_1rank.json > $R/bench_1rank.txt 2>&1; el "1-rank bench exit $?"
 timeout $(left 590) python3 -m jaxrun.bench project --step-json $R/bench_1rank.json --config configs/record60.py $P \
   --json $R/projection.json > $R/projection.txt 2>&1; el "projection exit $?"
-kill $TARLOOP; tar czf $OUT/res.tgz -C $R .
+finish
 grep -v "^\s*$" $R/bench_mlpxla.txt | tail -10; grep -h "val_loss\|first timed\|compiled\|per device" $R/train_choice.txt | head; tail -20 $R/projection.txt
 cat $R/timeline.txt
