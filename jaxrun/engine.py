@@ -131,7 +131,8 @@ def make_grad_fn(cfg: Config, mesh, windows: tuple[int, int], tied: bool, kernel
     def local(params, batch, dyn):
         local_ranks, tokens_per_rank = batch["inputs"].shape
         group = ranks_per_forward(cfg, tokens_per_rank, num_devices)
-        batch = jax.tree.map(lambda x: x.reshape(local_ranks // group, group, tokens_per_rank), batch)
+        if group > 1:  # (groups, ranks per group, tokens); one rank per forward keeps the rank rows as they are
+            batch = jax.tree.map(lambda x: x.reshape(local_ranks // group, group, tokens_per_rank), batch)
 
         def micro(acc, b):
             # Differentiate with respect to the gathered embedding rows, not the tables, and add the rows' gradient

@@ -153,15 +153,19 @@ def smear(e, smear_gate, smear_lambda):
 
 
 def per_sequence(x, num_seqs: int):
-    """(N, ...) tokens of num_seqs equal sequences laid end to end -> (num_seqs, N / num_seqs, ...)."""
+    """(N, ...) tokens of num_seqs equal sequences laid end to end -> (num_seqs, N / num_seqs, ...); one sequence is
+    passed through as it is, so that a one-rank forward is the same program, bit for bit, as before ranks merged (a
+    leading axis of 1 changes how XLA orders the smear's backward sums)."""
+    if num_seqs == 1:
+        return x
     return x.reshape((num_seqs, x.shape[0] // num_seqs) + x.shape[1:])
 
 
 def packed_segment_ids(seg_ids):
     """seg_ids (R, T) of R sequences -> (R*T,) ids of one packed sequence whose segments are the rows' segments, none
     spanning two rows: a new id at each row's start and wherever a row's id changes (the attention backends mask by
-    runs of equal ids, and the loader's rows all count from 0). One row is passed through unchanged."""
-    if seg_ids.shape[0] == 1:
+    runs of equal ids, and the loader's rows all count from 0). One sequence, (T,) or (1, T), is passed through."""
+    if seg_ids.ndim == 1 or seg_ids.shape[0] == 1:
         return seg_ids.reshape(-1)
     starts = jnp.concatenate([jnp.ones(seg_ids.shape[:1] + (1,), bool), seg_ids[:, 1:] != seg_ids[:, :-1]], axis=1)
     return jnp.cumsum(starts.reshape(-1), dtype=jnp.int32) - 1
@@ -211,7 +215,7 @@ class GPT(nn.Module):
         scalars, x0_lambdas = p["scalars"], p["x0_lambdas"]
         num_seqs = 1 if batch["inputs"].ndim == 1 else batch["inputs"].shape[0]
         tokens = batch["inputs"].reshape(-1)
-        seg_ids = packed_segment_ids(batch["seg_ids"].reshape(num_seqs, -1))
+        seg_ids = packed_segment_ids(batch["seg_ids"])
         mlp = self.ops.mlp
 
         if rows is None:

@@ -499,17 +499,24 @@ def checked_seq_len(seq_len: int | None, rows: int, op: str) -> int:
     return seq_len
 
 
-def mtp_valid(rows: int, depth: int, seq_len: int):
-    """(rows, depth) bool: [i+k < T], i counted from the start of row i's sequence of seq_len rows."""
-    position = jnp.arange(rows) % seq_len if seq_len < rows else jnp.arange(rows)
-    return position[:, None] + jnp.arange(depth)[None, :] < seq_len
+def mtp_index(rows: int, depth: int):
+    """(rows, depth) int: i + k, the row of row i's k-th MTP target."""
+    return jnp.arange(rows)[:, None] + jnp.arange(depth)[None, :]
+
+
+def mtp_valid(idx, seq_len: int):
+    """[i + k < T] for idx = mtp_index(...): whether the target lies inside row i's own sequence of seq_len rows."""
+    rows = idx.shape[0]
+    if seq_len == rows:
+        return idx < rows
+    return idx < ((jnp.arange(rows) // seq_len + 1) * seq_len)[:, None]  # the end of row i's sequence
 
 
 def _mtp_targets(targets, mtp_weights, seq_len):
     """(T, K) target ids targets[i+k] (clamped in range) and weights w_k [i+k < T], T and i within each sequence."""
     rows, depth = targets.shape[0], mtp_weights.shape[0]
-    idx = jnp.arange(rows)[:, None] + jnp.arange(depth)[None, :]
-    weights = jnp.where(mtp_valid(rows, depth, seq_len), mtp_weights[None, :], 0.0)
+    idx = mtp_index(rows, depth)
+    weights = jnp.where(mtp_valid(idx, seq_len), mtp_weights[None, :], 0.0)
     return targets[jnp.minimum(idx, rows - 1)], weights
 
 
@@ -542,7 +549,7 @@ def _softcap_ce_bwd(softcap, seq_len, residuals, g):
     total = jnp.sum(weights, axis=1, keepdims=True)
     d_logits = (g[:, None] * (total * p - hits) * (z * (1.0 - sig) / c)).astype(logits.dtype)
     z_tgt = softcap_logits(jnp.take_along_axis(logits, tgt, axis=1), softcap)
-    valid = mtp_valid(targets.shape[0], mtp_weights.shape[0], seq_len)
+    valid = mtp_valid(mtp_index(targets.shape[0], mtp_weights.shape[0]), seq_len)
     d_weights = jnp.sum(g[:, None] * valid * (lse[:, None] - z_tgt), axis=0)
     return d_logits, None, d_weights
 
