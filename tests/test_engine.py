@@ -91,7 +91,12 @@ def test_merged_ranks_give_the_per_rank_loss_and_gradients():
     # summed in fp32 (measured: at most 0.3% of a gradient's norm, bound 2^-7). Tied: the head's dense gradient and
     # the gathered rows' both land in lm_head.
     cfg = load_config(CONFIG_DIR / "tiny.py")
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_ranks=4))
+    # four layers of the record's kinds (paired, long window with the key offset, no attention, backout), to keep the
+    # two compilations short
+    four = dataclasses.replace(cfg.model, num_layers=4, paired_layers=(0,), no_attention_layers=(2,), long_window_layers=(1,),
+                               key_offset_layers=(1,), value_embed_layers=((0, 0), (3, 1)), skip_from=1, skip_to=2,
+                               backout_from=3, num_scalars=16)
+    cfg = dataclasses.replace(cfg, model=four, data=dataclasses.replace(cfg.data, num_ranks=4))
     t = cfg.schedule.seqs_per_rank[0] * cfg.schedule.seq_len
     params = jax.jit(lambda k: engine.init_state(cfg, k)["params"])(jax.random.key(0))
     noise = jax.random.split(jax.random.key(1), len(params))
@@ -109,8 +114,9 @@ def test_merged_ranks_give_the_per_rank_loss_and_gradients():
     def micro_batches(fn):  # the length of the one scan in the gradient function: its forwards per step
         return {int(n) for n in re.findall(r"length=(\d+)", str(jax.make_jaxpr(fn)(params, batch, dyn)))}
 
-    ref_loss, ref = grad_fn(0)(params, batch, dyn)
-    assert micro_batches(grad_fn(0)) == {4}
+    ref_fn = grad_fn(0)
+    assert micro_batches(ref_fn) == {4}
+    ref_loss, ref = ref_fn(params, batch, dyn)
     for group in (2,):  # 2 forwards of 2 ranks: a merged forward inside the scan (the GPU test merges all 4)
         fn = grad_fn(group * t)
         assert micro_batches(fn) == {4 // group}

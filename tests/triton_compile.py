@@ -10,7 +10,8 @@ functions, with the triton backends) and builds it as jax-triton 0.3.1 does:
 It then compiles the launch with triton's compiler and bundled ptxas, and prints one JSON line per distinct kernel.
 A kernel that triton or ptxas refuses fails here with triton's error, as it would on the GPU machine.
 
-    python tests/triton_compile.py [--phase N ...] [--backends record|separate] [--forward-tokens N] [--ptxas-info]
+    python tests/triton_compile.py [--phase N ...] [--backends record|separate] [--forward-tokens N] [--no-eval]
+                                   [--ptxas-info]
 
 --forward-tokens sets model.train_forward_tokens (several virtual ranks per forward: longer launches, and the CE
 kernels' ROW below their T).
@@ -145,7 +146,7 @@ BACKENDS = {
 }
 
 
-def trace_steps(phases: list[int], backends: str, forward_tokens: int = 0) -> None:
+def trace_steps(phases: list[int], backends: str, forward_tokens: int = 0, evaluation: bool = True) -> None:
     """jax.eval_shape of the gradient function of each phase's step (and of the evaluation function once): every
     kernel launch of those steps goes through the stand-in."""
     import jax
@@ -167,6 +168,8 @@ def trace_steps(phases: list[int], backends: str, forward_tokens: int = 0) -> No
         shape = schedule.step_shape(stepbench.step_pair(cfg, phase)[0], cfg.schedule)
         fn, args, _ = engine.grad_fn_and_args(cfg, mesh, shapes, shape, kernels)
         jax.eval_shape(fn, *args)
+    if not evaluation:
+        return
     windows, tied = engine.eval_variant(cfg, cfg.schedule.total_steps)
     val = {k: jax.ShapeDtypeStruct((cfg.data.num_ranks, cfg.data.val_seq_len), jnp.int32)
            for k in engine.BATCH_KEYS}
@@ -180,12 +183,13 @@ def main() -> None:
     parser.add_argument("--backends", choices=sorted(BACKENDS), default="record")
     parser.add_argument("--ptxas-info", action="store_true", help="add registers and spill bytes per kernel")
     parser.add_argument("--forward-tokens", type=int, default=0, help="model.train_forward_tokens (default 0)")
+    parser.add_argument("--no-eval", action="store_true", help="the training steps only, not the evaluation function")
     args = parser.parse_args()
     global PTXAS_INFO
     PTXAS_INFO = args.ptxas_info
     install_stand_in()
     t0 = time.perf_counter()
-    trace_steps(args.phase or [0, 1, 2, 3], args.backends, args.forward_tokens)
+    trace_steps(args.phase or [0, 1, 2, 3], args.backends, args.forward_tokens, evaluation=not args.no_eval)
     print(json.dumps({"kernels": len(LAUNCHES), "seconds": round(time.perf_counter() - t0, 1)}))
 
 
