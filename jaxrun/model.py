@@ -12,9 +12,11 @@ One call runs one packed sequence (T tokens, documents marked by seg_ids), or, f
 at once: the virtual ranks' rows that one device merges into one forward (ModelConfig.train_forward_tokens). The R
 rows run as one (R*T)-token sequence through every per-token op and matmul; what looks across positions (rotary
 positions, the smear, the key offset, the document mask, the MTP targets) stops at each row's end, so each row's
-numbers are those of its own call, to rounding. The train loop scans over the rest. ``dyn`` carries the traced schedule values: rope_freqs (head_dim // 4,) f32 (the rotating frequencies after
-YaRN), attn_scale () f32, mtp_weights (K,) f32. ``windows`` = (short, long) in tokens and ``tied`` are static. The
-heavy ops come in as an ``ops.Kernels`` (``kernels=``), resolved once before tracing.
+numbers are those of its own call, to rounding. The train loop scans over the rest.
+
+``dyn`` carries the traced schedule values: rope_freqs (head_dim // 4,) f32 (the rotating frequencies after YaRN),
+attn_scale () f32, mtp_weights (K,) f32. ``windows`` = (short, long) in tokens and ``tied`` are static. The heavy ops
+come in as an ``ops.Kernels`` (``kernels=``), resolved once before tracing.
 
 Precision (recipe §1.13, §14.1): bf16 activations and matmuls (fp32 accumulation); norms in fp32; every fuse-able
 pointwise chain (rotary, lambdas, smear, gates, value embeddings, skip, backout) computed in fp32 and rounded once.
@@ -207,9 +209,9 @@ class GPT(nn.Module):
         return dict(self.p)
 
     def hidden(self, batch, dyn, windows: tuple[int, int], tied: bool, rows: dict | None = None):
-        """The final normalised hidden states h (R*T, D) bf16 of a batch of (T,) or (R, T) arrays (recipe §1.4 steps 1-6,
-        before the head). rows: the embedding rows of the tokens (flattened), already gathered (embedding_rows); None
-        gathers them here."""
+        """The final normalised hidden states h (R*T, D) bf16 of a batch of (T,) or (R, T) arrays (recipe §1.4 steps
+        1-6, before the head). rows: the embedding rows of the tokens (flattened), already gathered (embedding_rows);
+        None gathers them here."""
         cfg, p = self.cfg, self.p
         lay = ScalarLayout(cfg.num_layers)
         scalars, x0_lambdas = p["scalars"], p["x0_lambdas"]

@@ -71,7 +71,9 @@ def test_grad_fn_is_the_autodiff_of_the_summed_loss(tied):
 
 def test_ranks_per_forward_takes_the_largest_divisor_within_the_budget():
     cfg = load_config(CONFIG_DIR / "record60.py")  # 8 virtual ranks
-    with_budget = lambda tokens: dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, train_forward_tokens=tokens))  # noqa: E731
+    def with_budget(tokens):
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, train_forward_tokens=tokens))
+
     assert engine.ranks_per_forward(cfg, 16384, 1) == 1  # 0: one rank per forward
     assert engine.ranks_per_forward(with_budget(131072), 16384, 1) == 8
     assert engine.ranks_per_forward(with_budget(131072), 49152, 1) == 2  # 3 ranks would fit, but 3 does not divide 8
@@ -93,9 +95,9 @@ def test_merged_ranks_give_the_per_rank_loss_and_gradients():
     cfg = load_config(CONFIG_DIR / "tiny.py")
     # four layers of the record's kinds (paired, long window with the key offset, no attention, backout), to keep the
     # two compilations short
-    four = dataclasses.replace(cfg.model, num_layers=4, paired_layers=(0,), no_attention_layers=(2,), long_window_layers=(1,),
-                               key_offset_layers=(1,), value_embed_layers=((0, 0), (3, 1)), skip_from=1, skip_to=2,
-                               backout_from=3, num_scalars=16)
+    four = dataclasses.replace(cfg.model, num_layers=4, paired_layers=(0,), no_attention_layers=(2,),
+                               long_window_layers=(1,), key_offset_layers=(1,), value_embed_layers=((0, 0), (3, 1)),
+                               skip_from=1, skip_to=2, backout_from=3, num_scalars=16)
     cfg = dataclasses.replace(cfg, model=four, data=dataclasses.replace(cfg.data, num_ranks=4))
     t = cfg.schedule.seqs_per_rank[0] * cfg.schedule.seq_len
     params = jax.jit(lambda k: engine.init_state(cfg, k)["params"])(jax.random.key(0))
