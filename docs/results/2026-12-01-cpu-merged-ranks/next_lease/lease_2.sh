@@ -10,10 +10,11 @@ S150="--set schedule.scheduled_steps=150"
 TORCH="--compare-to docs/results/2026-12-01-h200-side-by-side/pytorch_ref_sched150.txt"
 timeout $(left 330) python3 -m jaxrun.bench step --config configs/record60.py $P $S150 $TORCH --steps 10 --warmup 3 \
   --json $R/bench_new.json > $R/bench_new.txt 2>&1; el "bench new exit $?"
+CMP=$([ -s $R/bench_new.json ] && echo "--compare-to $R/bench_new.json")  # none if that bench was cut short
 for B in 131072 65536; do
   timeout $(left $([ $B = 131072 ] && echo 460 || echo 590)) python3 -m jaxrun.bench step --config configs/record60.py \
     $P $S150 --set model.train_forward_tokens=$B --skip-cold --benched-variants-only --steps 10 --warmup 3 \
-    --compare-to $R/bench_new.json --json $R/bench_merged$B.json > $R/bench_merged$B.txt 2>&1; el "bench merged $B exit $?"
+    $CMP --json $R/bench_merged$B.json > $R/bench_merged$B.txt 2>&1; el "bench merged $B exit $?"
 done
 finish
 tail -2 $R/kcheck.txt; for f in new merged131072 merged65536; do echo "== $f"; grep -v "^\s*$" $R/bench_$f.txt | tail -12; done
