@@ -74,6 +74,8 @@ class ModelConfig:
     # ranks) run as one packed sequence whose rows keep their own positions, documents and MTP targets (engine.
     # ranks_per_forward); 0 = one rank per forward, the reference's shape. More per forward: fewer, larger kernels and
     # one gradient accumulation per group, for activation memory; the loss and gradients are the per-rank ones to rounding.
+    # (The cudnn attention backend's softmax statistics grow with the square of a forward's tokens: 3 GB a layer at
+    # 131,072; the triton and xla backends' memory grows linearly.)
     train_forward_tokens: int = 0
 
     def backend(self, op: str) -> str:
