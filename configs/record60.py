@@ -46,9 +46,11 @@ MODEL = ModelConfig(
     # `python -m jaxrun.bench ops` recorded here); xla on a CPU
     backends=(("attention", "auto"), ("lm_head", "auto"), ("mlp", "auto"), ("cross_entropy", "auto"),
               ("head_loss", "auto")),
-    # one virtual rank per forward, as the reference runs them; on one GPU, e.g. 131072 merges up to 8 ranks' rows
-    # into one forward (not yet measured to pay: `python -m jaxrun.bench step --set model.train_forward_tokens=131072`)
-    train_forward_tokens=0,
+    # up to 65,536 tokens of a device's virtual ranks in one forward: on one GPU 4 / 2 / 1 ranks per forward in phases
+    # 1 / 2 / 3 (on 8 GPUs, one rank each, as the reference). Measured on an H200: phase 1 -8.7%, phase 2 -6.1%, the
+    # same curve (step 300: 3.0577 against 3.0564), peak 34.9 GB; 131,072 ran out of memory
+    # (docs/results/2026-12-01-h200-merged-ranks). 0 runs one rank per forward.
+    train_forward_tokens=65536,
 )
 
 _SMALL = (0.9, 0.99)

@@ -36,6 +36,7 @@ def get_config():
         init_fc_bound=3**0.5 * 0.5 * d**-0.5,
         fp8_head=False,  # CPUs have no FP8 matmul; the bf16 head is the eval path of the record
         eval_token_chunk=1024,
+        train_forward_tokens=0,  # one rank per forward (the CPU gains nothing from merging them)
     )
     schedule = dataclasses.replace(
         base.schedule,

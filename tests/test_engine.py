@@ -74,7 +74,8 @@ def test_ranks_per_forward_takes_the_largest_divisor_within_the_budget():
     def with_budget(tokens):
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, train_forward_tokens=tokens))
 
-    assert engine.ranks_per_forward(cfg, 16384, 1) == 1  # 0: one rank per forward
+    assert engine.ranks_per_forward(cfg, 16384, 1) == 4  # as shipped: 65,536 tokens per forward
+    assert engine.ranks_per_forward(with_budget(0), 16384, 1) == 1  # 0: one rank per forward
     assert engine.ranks_per_forward(with_budget(131072), 16384, 1) == 8
     assert engine.ranks_per_forward(with_budget(131072), 49152, 1) == 2  # 3 ranks would fit, but 3 does not divide 8
     assert engine.ranks_per_forward(with_budget(131072), 16384, 2) == 4  # a device's ranks only
@@ -139,8 +140,9 @@ def test_merged_ranks_in_the_compiled_step_with_the_gpu_kernels():
     cfg = load_config(CONFIG_DIR / "tiny.py")
     backends = (("attention", "triton"), ("lm_head", "xla"), ("mlp", "triton"), ("cross_entropy", "triton"),
                 ("head_loss", "triton"))
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=50304, fp8_head=True,
-                                                             backends=backends),
+    # head_dim 64: the triton attention kernels take 64 or 128
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=50304, fp8_head=True, model_dim=128,
+                                                             head_dim=64, mlp_hidden=512, backends=backends),
                               schedule=dataclasses.replace(cfg.schedule, seq_len=2048),
                               data=dataclasses.replace(cfg.data, num_ranks=4))
     t = cfg.schedule.seqs_per_rank[0] * cfg.schedule.seq_len
@@ -161,8 +163,13 @@ def test_merged_ranks_in_the_compiled_step_with_the_gpu_kernels():
         fn = engine.make_grad_fn(c, mesh, windows, True)(jax.eval_shape(lambda p: p, params))
         results[tokens_per_forward] = jax.device_get(fn(params, batch, dyn))
     (ref_loss, ref), (loss, grads) = results[0], results[4 * t]
+    # The loss is the sharp check (measured on an H200: 1.6e-6 apart; the rows joined as one sequence move it by ~1e-2).
+    # The gradients move by more than on the CPU, because here the forward's GEMMs also round differently at 4x the
+    # rows (cuBLAS picks other algorithms): measured 0.8-1.5% of a matrix's or table's norm, and up to 5.2% for the
+    # small vectors whose gradients are cancelling sums over every token (scalars, x0_lambdas, the gates); one rank per
+    # forward run twice gives the same bits.
     assert abs(float(loss) - float(ref_loss)) < 1e-4 * abs(float(ref_loss))
     for name in ref:
         want = np.asarray(ref[name], np.float64)
         rel = np.linalg.norm(np.asarray(grads[name], np.float64) - want) / max(np.linalg.norm(want), 1e-30)
-        assert rel <= 2.0**-7, (name, rel)
+        assert rel <= (2.0**-5 if want.size > 1000 else 2.0**-3), (name, rel)

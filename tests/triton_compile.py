@@ -146,7 +146,7 @@ BACKENDS = {
 }
 
 
-def trace_steps(phases: list[int], backends: str, forward_tokens: int = 0, evaluation: bool = True) -> None:
+def trace_steps(phases: list[int], backends: str, forward_tokens: int | None = None, evaluation: bool = True) -> None:
     """jax.eval_shape of the gradient function of each phase's step (and of the evaluation function once): every
     kernel launch of those steps goes through the stand-in."""
     import jax
@@ -156,8 +156,9 @@ def trace_steps(phases: list[int], backends: str, forward_tokens: int = 0, evalu
     from jaxrun.config import CONFIG_DIR, load_config
 
     cfg = load_config(CONFIG_DIR / "record60.py")
+    budget = cfg.model.train_forward_tokens if forward_tokens is None else forward_tokens
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backends=BACKENDS[backends],
-                                                             train_forward_tokens=forward_tokens))
+                                                             train_forward_tokens=budget))
     from jaxrun import ops
 
     kernels = ops.kernels(cfg.model.backends)
@@ -182,7 +183,7 @@ def main() -> None:
     parser.add_argument("--phase", type=int, action="append", help="0..3 (default: all)")
     parser.add_argument("--backends", choices=sorted(BACKENDS), default="record")
     parser.add_argument("--ptxas-info", action="store_true", help="add registers and spill bytes per kernel")
-    parser.add_argument("--forward-tokens", type=int, default=0, help="model.train_forward_tokens (default 0)")
+    parser.add_argument("--forward-tokens", type=int, help="model.train_forward_tokens (default: the config's)")
     parser.add_argument("--no-eval", action="store_true", help="the training steps only, not the evaluation function")
     args = parser.parse_args()
     global PTXAS_INFO
