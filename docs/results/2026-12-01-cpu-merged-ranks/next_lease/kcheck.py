@@ -5,7 +5,8 @@ import jax, jax.numpy as jnp
 from jaxrun.kernels import softcap_ce as new
 
 spec = importlib.util.spec_from_file_location("old_softcap_ce", "/tmp/o/kernels/softcap_ce.py")
-old = importlib.util.module_from_spec(spec); spec.loader.exec_module(old)
+old = importlib.util.module_from_spec(spec); sys.modules[spec.name] = old  # its dataclasses look it up
+spec.loader.exec_module(old)
 SOFTCAP, GS = (23.0, 5.0, 7.5), 0.75 / 448
 
 def timeit(f, *a, reps=20):
