@@ -62,12 +62,12 @@ def is_oom(err: BaseException) -> bool:
 def oom_message(what: str, cfg: Config, num_devices: int) -> str:
     per_rank = max(cfg.schedule.seqs_per_rank) * cfg.schedule.seq_len
     local = cfg.data.num_ranks // num_devices
-    group = ranks_per_forward(cfg, per_rank, num_devices)
-    merged = (f" One forward takes {group} ranks' rows (model.train_forward_tokens={cfg.model.train_forward_tokens}); "
-              f"--set model.train_forward_tokens=0 runs one rank per forward." if group > 1 else "")
+    largest = max(group * tokens for group, tokens in phase_forwards(cfg, num_devices))  # not always the last phase's
+    merged = (f" Forwards merge ranks' rows (model.train_forward_tokens={cfg.model.train_forward_tokens}); "
+              f"--set model.train_forward_tokens=0 runs one rank per forward." if largest > per_rank else "")
     return (
         f"out of device memory while {what}. Each of the {num_devices} device(s) processes up to {per_rank * local:,} "
-        f"tokens per step ({local // group} micro-batch(es) of up to {per_rank * group:,}).{merged} "
+        f"tokens per step, in forwards of up to {largest:,}.{merged} "
         f"Use more devices (the mesh spans all visible GPUs), or fewer tokens per device, e.g. "
         f"--set schedule.seqs_per_rank=(4,8,12), or a smaller evaluation chunk (--set model.eval_token_chunk=8192)."
     )
@@ -179,15 +179,17 @@ def ranks_per_forward(cfg: Config, tokens_per_rank: int, num_devices: int) -> in
     return max(r for r in range(1, local + 1) if local % r == 0 and (r == 1 or r * tokens_per_rank <= budget))
 
 
+def phase_forwards(cfg: Config, num_devices: int) -> list[tuple[int, int]]:
+    """Per phase: (ranks per forward, tokens per rank)."""
+    per_rank = [seqs * cfg.schedule.seq_len for seqs in cfg.schedule.seqs_per_rank]
+    return [(ranks_per_forward(cfg, tokens, num_devices), tokens) for tokens in per_rank]
+
+
 def forward_plan(cfg: Config, num_devices: int) -> list[str]:
     """Per phase, how a device runs its ranks, e.g. "phase 1: 8 ranks as 1 forward of 131,072 tokens"."""
     local = cfg.data.num_ranks // num_devices
-    lines = []
-    for phase, seqs in enumerate(cfg.schedule.seqs_per_rank):
-        tokens = seqs * cfg.schedule.seq_len
-        group = ranks_per_forward(cfg, tokens, num_devices)
-        lines.append(f"phase {phase + 1}: {local} rank(s) as {local // group} forward(s) of {group * tokens:,} tokens")
-    return lines
+    return [f"phase {phase + 1}: {local} rank(s) as {local // group} forward(s) of {group * tokens:,} tokens"
+            for phase, (group, tokens) in enumerate(phase_forwards(cfg, num_devices))]
 
 
 DONATE_STATE = (0,)  # the update and untie functions donate the state they replace (their first argument)
