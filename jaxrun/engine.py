@@ -360,6 +360,9 @@ class StepFunctions:
         return "; ".join([f"{read} of {len(outcomes)} lowerings read from the lowering cache, {stored} stored", *others])
 
 
+_COMPILE_ORDER = {"grad": 0, "update": 1, "eval": 2, "untie": 3}  # compile_step_functions lowers in this order
+
+
 def compile_step_functions(session: Session, steps=None, evals=None,
                            cache: LoweringCache | None = None) -> StepFunctions:
     """Lower every step variant that the training steps ``steps`` (default: the whole schedule) and the validations at
@@ -382,13 +385,18 @@ def compile_step_functions(session: Session, steps=None, evals=None,
             to_lower[("eval", eval_variant(cfg, s))] = eval_fn_and_args(session, *eval_variant(cfg, s))
     if schedule.untie_step(cfg.schedule) in steps:
         to_lower[("untie", None)] = (make_untie_fn(shardings), (abstract_like(shapes, shardings),), DONATE_STATE)
-    lowered, outcomes = {}, {}
-    for key, (fn, args, donated) in to_lower.items():
-        lowered[key], outcomes[key] = cache.lower(repr(key), fn, args, donated)
-    lower_seconds = time.perf_counter() - t0
+    # Each variant's XLA compile starts as soon as it is lowered, so the compiles (threads, no GIL) run under the
+    # lowering of the next ones (Python, sequential) instead of after all of it. The gradient variants go first: they
+    # are the largest programs, so theirs are the compiles that the start waits for.
+    order = sorted(to_lower, key=lambda key: _COMPILE_ORDER[key[0]])
+    futures, outcomes = {}, {}
     with explained_oom("compiling", cfg, mesh.devices.size), ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-        futures = {key: pool.submit(low.compile) for key, low in lowered.items()}
-        compiled = {key: f.result() for key, f in futures.items()}
+        for key in order:
+            fn, args, donated = to_lower[key]
+            low, outcomes[key] = cache.lower(repr(key), fn, args, donated)
+            futures[key] = pool.submit(low.compile)
+        lower_seconds = time.perf_counter() - t0
+        compiled = {key: futures[key].result() for key in to_lower}
     pick = lambda kind: {k[1]: v for k, v in compiled.items() if k[0] == kind}  # noqa: E731
     return StepFunctions(grad=pick("grad"), update=pick("update"), eval=pick("eval"),
                          untie=compiled.get(("untie", None)), seconds=time.perf_counter() - t0,
