@@ -46,12 +46,13 @@ MODEL = ModelConfig(
     # `python -m jaxrun.bench ops` recorded here); xla on a CPU
     backends=(("attention", "auto"), ("lm_head", "auto"), ("mlp", "auto"), ("cross_entropy", "auto"),
               ("head_loss", "auto")),
-    # up to 98,304 tokens of a device's virtual ranks in one forward: on one GPU 4 / 2 / 2 ranks per forward in phases
-    # 1 / 2 / 3 and the extension (on 8 GPUs, one rank each, as the reference). Measured on an H200: 65,536 (4 / 2 / 1)
-    # made phase 1 8.7% and phase 2 6.1% faster with the same curve (docs/results/2026-12-01-h200-merged-ranks);
-    # 98,304 then made phase 3 3.1% and the extension 3.9% faster, at 52.7 GB peak instead of 34.9
-    # (docs/results/2026-12-02-h200-compile-and-phase3); 131,072 ran out of memory. 0 runs one rank per forward.
-    train_forward_tokens=98304,
+    # up to 65,536 tokens of a device's virtual ranks in one forward: on one GPU 4 / 2 / 1 ranks per forward in phases
+    # 1 / 2 / 3 (on 8 GPUs, one rank each, as the reference). Measured on an H200: phase 1 -8.7%, phase 2 -6.1%, the
+    # same curve (step 300: 3.0577 against 3.0564), peak 34.9 GB (docs/results/2026-12-01-h200-merged-ranks).
+    # 98,304 (2 ranks per forward in phase 3 and the extension) made those 3.1% / 3.9% faster when benched alone, but
+    # its 46.9 GiB scratch buffer did not fit after phases 1-2 in one bench process with preallocation off
+    # (docs/results/2026-12-02-h200-compile); 131,072 ran out of memory. 0 runs one rank per forward.
+    train_forward_tokens=65536,
 )
 
 _SMALL = (0.9, 0.99)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -59,7 +60,23 @@ def is_oom(err: BaseException) -> bool:
     return any(m in str(err) for m in _OOM_MARKERS)
 
 
-def oom_message(what: str, cfg: Config, num_devices: int) -> str:
+_ALLOCATION = re.compile(r"trying to allocate (\d+) bytes")
+
+
+def one_piece_hint(err_text: str) -> str:
+    """What to check when XLA could not get one large allocation (a compiled step's scratch is one piece): "" when the
+    error names no size of at least 1 GiB."""
+    sizes = [int(n) for n in _ALLOCATION.findall(err_text)]
+    if not sizes or max(sizes) < 1 << 30:
+        return ""
+    return (f" XLA asked for {max(sizes) / 2**30:.1f} GiB in one piece. Even where the total would fit, another "
+            f"process on the device, or XLA_PYTHON_CLIENT_PREALLOCATE=false (the allocator then grows in separate "
+            f"pieces, 75% of the memory at most), can leave no piece that large.")
+
+
+def oom_message(what: str, cfg: Config, num_devices: int, err_text: str = "") -> str:
+    """The out-of-memory error for the user: what the step holds per device, and what to change; ``err_text`` is XLA's
+    error, whose allocation size (if any) adds one_piece_hint."""
     per_rank = max(cfg.schedule.seqs_per_rank) * cfg.schedule.seq_len
     local = cfg.data.num_ranks // num_devices
     largest = max(group * tokens for group, tokens in phase_forwards(cfg, num_devices))  # not always the last phase's
@@ -70,6 +87,7 @@ def oom_message(what: str, cfg: Config, num_devices: int) -> str:
         f"tokens per step, in forwards of up to {largest:,}.{merged} "
         f"Use more devices (the mesh spans all visible GPUs), or fewer tokens per device, e.g. "
         f"--set schedule.seqs_per_rank=(4,8,12), or a smaller evaluation chunk (--set model.eval_token_chunk=8192)."
+        f"{one_piece_hint(err_text)}"
     )
 
 
@@ -82,7 +100,7 @@ def explained_oom(what: str, cfg: Config, num_devices: int):
         raise
     except Exception as err:  # noqa: BLE001 - only OOMs are rewritten
         if is_oom(err):
-            raise OutOfMemory(oom_message(what, cfg, num_devices)) from err
+            raise OutOfMemory(oom_message(what, cfg, num_devices, str(err))) from err
         raise
 
 

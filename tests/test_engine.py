@@ -74,8 +74,9 @@ def test_ranks_per_forward_takes_the_largest_divisor_within_the_budget():
     def with_budget(tokens):
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, train_forward_tokens=tokens))
 
-    assert engine.ranks_per_forward(cfg, 16384, 1) == 4  # as shipped: 98,304 tokens per forward (6 does not divide 8)
-    assert engine.ranks_per_forward(cfg, 49152, 1) == 2
+    assert engine.ranks_per_forward(cfg, 16384, 1) == 4  # as shipped: 65,536 tokens per forward
+    assert engine.ranks_per_forward(cfg, 49152, 1) == 1
+    assert engine.ranks_per_forward(with_budget(98304), 49152, 1) == 2
     assert engine.ranks_per_forward(with_budget(0), 16384, 1) == 1  # 0: one rank per forward
     assert engine.ranks_per_forward(with_budget(131072), 16384, 1) == 8
     assert engine.ranks_per_forward(with_budget(131072), 49152, 1) == 2  # 3 ranks would fit, but 3 does not divide 8

@@ -201,6 +201,13 @@ def test_out_of_memory_message():
     with pytest.raises(engine.OutOfMemory, match="while compiling"):
         with engine.explained_oom("compiling", cfg, 1):
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+    # a large single allocation (a step's scratch, as on the H200 at 98,304 tokens per forward) says so, with its size
+    xla = "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 50377103616 bytes."
+    with pytest.raises(engine.OutOfMemory, match=r"46\.9 GiB in one piece.*XLA_PYTHON_CLIENT_PREALLOCATE=false"):
+        with engine.explained_oom("training", cfg, 1):
+            raise RuntimeError(xla)
+    assert "one piece" not in engine.oom_message("training", cfg, 1, "trying to allocate 1048576 bytes")
+    assert "one piece" not in msg
     with pytest.raises(ValueError, match="shape mismatch"):  # anything else passes through unchanged
         with engine.explained_oom("compiling", cfg, 1):
             raise ValueError("shape mismatch")
