@@ -71,7 +71,7 @@ def one_piece_hint(err_text: str) -> str:
         return ""
     return (f" XLA asked for {max(sizes) / 2**30:.1f} GiB in one piece. Even where the total would fit, another "
             f"process on the device, or XLA_PYTHON_CLIENT_PREALLOCATE=false (the allocator then grows in separate "
-            f"pieces, 75% of the memory at most), can leave no piece that large.")
+            f"pieces), can leave no piece that large.")
 
 
 def oom_message(what: str, cfg: Config, num_devices: int, err_text: str = "") -> str:
