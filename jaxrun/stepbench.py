@@ -171,7 +171,7 @@ def compile_cold_and_warm(session: engine.Session, **variants) -> tuple[engine.S
 
 
 def bench_phase(session: engine.Session, fns: engine.StepFunctions, state: dict, p: int, opts: StepBenchOptions,
-                peak_tflops: float | None) -> tuple[dict, dict]:
+                peak_tflops: float | None, announce=print) -> tuple[dict, dict]:
     """(the state after the phase's steps, the phase's figures). Each step is engine.train_step, the loop's own, on the
     configured shards; the state is donated step by step, as in training."""
     cfg, mesh = session.cfg, session.mesh
@@ -179,6 +179,9 @@ def bench_phase(session: engine.Session, fns: engine.StepFunctions, state: dict,
     shape = schedule.step_shape(pair[0], cfg.schedule)
     windows = (shape.window_short, shape.window_long)
     tokens_per_rank = shape.tokens_per_rank
+    group = engine.ranks_per_forward(cfg, tokens_per_rank, mesh.devices.size)
+    announce(f"{phase_label(cfg, p)}: steps {'/'.join(map(str, pair))}, {opts.warmup} warm-up + {opts.steps} timed; "
+             f"{group} rank(s) per forward ({group * tokens_per_rank:,} tokens)")
 
     def step(state, i):
         s = pair[i % 2]
@@ -210,7 +213,7 @@ def bench_phase(session: engine.Session, fns: engine.StepFunctions, state: dict,
         "steps": list(pair),
         "tokens_per_rank": tokens_per_rank,
         "tokens_per_step": tokens_per_step,
-        "ranks_per_forward": engine.ranks_per_forward(cfg, tokens_per_rank, num_devices),
+        "ranks_per_forward": group,
         "windows": list(windows),
         "tied": shape.tied,
         "warmup_steps": opts.warmup,
@@ -294,11 +297,7 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
             state = engine.initial_state(session)
             result["phases"] = []
             for p in phases:
-                tokens = schedule.step_shape(step_pair(cfg, p)[0], cfg.schedule).tokens_per_rank
-                group = engine.ranks_per_forward(cfg, tokens, num_devices)
-                announce(f"{phase_label(cfg, p)}: steps {'/'.join(map(str, step_pair(cfg, p)))}, {opts.warmup} warm-up "
-                         f"+ {opts.steps} timed; {group} rank(s) per forward ({group * tokens:,} tokens)")
-                state, figures = bench_phase(session, fns, state, p, opts, peak)
+                state, figures = bench_phase(session, fns, state, p, opts, peak, announce)
                 result["phases"].append(figures)
     finally:
         session.close()
