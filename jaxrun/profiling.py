@@ -264,11 +264,14 @@ def floor_us(cost: dict | None, ceilings: dict = CEILINGS) -> float | None:
 
 
 def floors_by_source(summary: dict, sources: dict, costs: dict, update_sources: dict | None = None,
-                     update_costs: dict | None = None, ceilings: dict = CEILINGS) -> dict[str, dict]:
+                     update_costs: dict | None = None, ceilings: dict = CEILINGS,
+                     attention_flops: dict | None = None) -> dict[str, dict]:
     """{"label | kind": {"label", "kind", "us", "floor_us", "bytes", "flops", "covered_us", "flops_known"}} over a
     summary's kernels (labels as by_source): the measured time, the sum of its launches' floors, and how much of the
     measured time had a cost in the HLO (covered_us; kernels matched only by name, inside CUDA graphs, have none).
-    flops_known is False where FLOP-bound kernels have no FLOP count (attention): the floor then counts bytes only."""
+    flops_known is False where FLOP-bound kernels have no FLOP count (attention): the floor then counts bytes only,
+    unless ``attention_flops`` ({"forward", "backward"}: the traced steps' attention FLOPs, save_attention_flops)
+    gives the triton attention kernels theirs (with_attention_flops)."""
     # One HLO instruction may launch several kernels (a split-K GEMM and its reduction): its cost counts once per
     # launch, and a launch is one call of its most frequent kernel.
     kinds = {row["name"]: row["kind"] for row in summary.get("by_name", [])}
@@ -287,7 +290,9 @@ def floors_by_source(summary: dict, sources: dict, costs: dict, update_sources: 
         cost = _with_kernel_flops(cost_table.get(group["op"]), kernel)
         kind = kinds.get(group["name"]) or (OPTIMIZER_KIND if update else kind_of(kernel))
         entry = out.setdefault(f"{label} | {kind}", {"label": label, "kind": kind, "us": 0.0, "floor_us": 0.0,
-                                                      "bytes": 0, "flops": 0, "covered_us": 0.0, "flops_known": True})
+                                                      "bytes": 0, "flops": 0, "covered_us": 0.0, "flops_known": True,
+                                                      "kernels": []})
+        entry["kernels"].append(kernel)
         if cost is not None and cost["flops"] is None and kind in FLOP_BOUND_KINDS:
             entry["flops_known"] = False
         entry["us"] += group["us"]
@@ -296,10 +301,40 @@ def floors_by_source(summary: dict, sources: dict, costs: dict, update_sources: 
             entry["bytes"] += group["count"] * cost["bytes"]
             entry["flops"] += group["count"] * (cost["flops"] or 0)
             entry["covered_us"] += group["us"]
+    if attention_flops:
+        with_attention_flops(out, attention_flops, ceilings)
     return dict(sorted(out.items(), key=lambda kv: -kv[1]["us"]))
 
 
 FLOP_BOUND_KINDS = ("attention (triton)", "cudnn")  # kernels whose FLOPs the HLO does not give: floors are ">="
+
+# The triton attention kernels of each pass (jaxrun.kernels.flash_attention): the forward, and the backward's dQ and
+# dK/dV kernels
+ATTENTION_PASSES = {"forward": re.compile(r"_attn_fwd"), "backward": re.compile(r"_attn_(dq|dkdv)")}
+ATTENTION_FLOPS_FILE = "attention_flops.json"  # what `bench step --profile` writes beside each phase's trace
+
+
+def with_attention_flops(floors: dict[str, dict], attention_flops: dict, ceilings: dict = CEILINGS) -> None:
+    """Give the triton attention entries of floors (floors_by_source) their pass's FLOPs, in place: a pass's FLOPs
+    shared among the entries holding its kernels by their measured time (one entry per pass in a step), and each
+    entry's floor the larger of its bytes floor and its FLOPs over the bf16 GEMM rate. The FLOPs are the useful work of
+    the visible (query, key) pairs (jaxrun.flops, recipe §9: backward = 2 x forward), not the kernels' own count, which
+    recomputes the scores in both backward kernels and spends whole tiles on the masked edges."""
+    for name, pattern in ATTENTION_PASSES.items():
+        entries = [e for e in floors.values()
+                   if e["kind"] == "attention (triton)" and any(pattern.search(k) for k in e.get("kernels", ()))]
+        total_us = sum(e["us"] for e in entries)
+        for e in entries:
+            share = attention_flops[name] * (e["us"] / total_us if total_us else 1 / len(entries))
+            e["flops"] += int(share)
+            e["floor_us"] = max(e["floor_us"], share / ceilings["bf16"] * 1e6)
+            e["flops_known"] = True
+
+
+def save_attention_flops(directory: str | Path, forward: int) -> None:
+    """Write the attention FLOPs of a profiled phase's traced steps (forward, summed over the process's rows) beside
+    its trace; the backward's are twice the forward's, as jaxrun.flops counts them."""
+    Path(directory, ATTENTION_FLOPS_FILE).write_text(json.dumps({"forward": int(forward), "backward": 2 * int(forward)}))
 
 
 def _with_kernel_flops(cost: dict | None, kernel: str) -> dict | None:
@@ -338,15 +373,17 @@ def save_hlo(directory: str | Path, grad_text: str, update_texts: list[str]) -> 
 
 def attribute(summary: dict, directory: str | Path, ceilings: dict = CEILINGS) -> dict | None:
     """summary's by_source from the HLO files saved in ``directory`` (save_hlo), or None where there are none; also
-    sets summary["floors"] (floors_by_source)."""
+    sets summary["floors"] (floors_by_source, with the attention FLOPs saved there by save_attention_flops, if any)."""
     grad, update = (Path(directory) / name for name in HLO_FILES)
     if not grad.is_file():
         return None
     read = lambda path: gzip.decompress(path.read_bytes()).decode() if path.is_file() else ""  # noqa: E731
     grad_text, update_text = read(grad), read(update)
     sources, update_sources = hlo_sources(grad_text), hlo_sources(update_text)
+    flops_file = Path(directory) / ATTENTION_FLOPS_FILE
+    attention_flops = json.loads(flops_file.read_text()) if flops_file.is_file() else None
     summary["floors"] = floors_by_source(summary, sources, hlo_costs(grad_text), update_sources,
-                                         hlo_costs(update_text), ceilings)
+                                         hlo_costs(update_text), ceilings, attention_flops)
     return by_source(summary, sources, update_sources)
 
 

@@ -230,12 +230,17 @@ def bench_phase(session: engine.Session, fns: engine.StepFunctions, state: dict,
         "train_losses": losses,
     }
     if opts.profile_dir:  # after the timed steps, so tracing never slows them
+        traced_seg_ids = []
         with profiling.trace(Path(opts.profile_dir) / f"phase{p}") as trace_dir:
             for i in range(opts.warmup + opts.steps, opts.warmup + opts.steps + PROFILE_STEPS):
-                state, loss, _ = step(state, i)
+                state, loss, seg = step(state, i)
+                traced_seg_ids.append(seg)
             jax.block_until_ready((state, loss))
-        # the compiled HLO beside the trace: its stack frames say which function each fused kernel comes from
+        # the compiled HLO beside the trace: its stack frames say which function each fused kernel comes from; and the
+        # traced steps' attention FLOPs (this process's rows), which the HLO does not give, for the attention's floors
         profiling.save_hlo(trace_dir, fns.grad[engine.grad_key(shape)].as_text(), [f.as_text() for f in fns.update.values()])
+        profiling.save_attention_flops(trace_dir, sum(flops.attention_forward_flops(cfg.model, row, windows)
+                                                      for seg in traced_seg_ids for row in seg))
         try:
             summary = profiling.summarize(trace_dir, PROFILE_STEPS)
         except ValueError as err:  # no device kernels in the trace (CPU): the trace is still there to open

@@ -199,6 +199,38 @@ def test_floors_count_each_launch_once_and_mark_bytes_only_floors():
     assert "| attention fwd | attention (triton) | 0.01 | >=" in table
 
 
+def test_attention_floors_take_the_useful_flops_of_their_pass(tmp_path):
+    costs = profiling.hlo_costs(HLO_COSTS)
+    # the forward kernel, and the backward's two kernels under one label (the same HLO cost reused for brevity)
+    sources = {"triton_kernel_call.3": "attention bwd", "loop_add_fusion.2": "attention fwd"}
+    summary = {"by_op": [
+        {"name": "_attn_fwd_kernel", "op": "loop_add_fusion.2", "us": 10.0, "count": 1},
+        {"name": "_attn_dkdv_kernel", "op": "triton_kernel_call.3", "us": 30.0, "count": 1},
+        {"name": "_attn_dq_kernel", "op": "triton_kernel_call.3", "us": 20.0, "count": 1},
+    ]}
+    ceilings = {"bf16": 1e12, "fp8": 2e12, "copy": 1e10}
+    without = profiling.floors_by_source(summary, sources, costs, ceilings=ceilings)
+    assert not without["attention bwd | attention (triton)"]["flops_known"]
+    # 5e7 forward FLOPs: 50 us at 1e12 FLOP/s, above the forward's bytes floor (12,000 bytes / 1e10 = 1.2 us); the
+    # backward's 1e8, 100 us, above its two launches' 2 x 229,376 bytes / 1e10 = 45.9 us
+    floors = profiling.floors_by_source(summary, sources, costs, ceilings=ceilings,
+                                        attention_flops={"forward": 5 * 10**7, "backward": 10**8})
+    fwd, bwd = floors["attention fwd | attention (triton)"], floors["attention bwd | attention (triton)"]
+    assert fwd["flops"] == 5 * 10**7 and fwd["floor_us"] == pytest.approx(50.0) and fwd["flops_known"]
+    assert bwd["flops"] == 10**8 and bwd["floor_us"] == pytest.approx(100.0) and bwd["flops_known"]
+    assert "| attention bwd | attention (triton) | 0.05 | 0.10 | 0.5x |" in profiling.markdown_floors(
+        {"steps": 1, "floors": floors})
+    # a floor stays the bytes floor where that is the larger: 1e3 FLOPs are 0.001 us
+    small = profiling.floors_by_source(summary, sources, costs, ceilings=ceilings,
+                                       attention_flops={"forward": 1000, "backward": 2000})
+    assert small["attention fwd | attention (triton)"]["floor_us"] == pytest.approx(1.2)
+    assert small["attention bwd | attention (triton)"]["floor_us"] == pytest.approx(45.8752)
+    # what bench step --profile saves beside the trace: the backward is twice the forward (recipe §9)
+    profiling.save_attention_flops(tmp_path, 10**8)
+    assert json.loads((tmp_path / profiling.ATTENTION_FLOPS_FILE).read_text()) == {"forward": 10**8,
+                                                                                  "backward": 2 * 10**8}
+
+
 def test_ceilings_option_wants_three_rates(tmp_path, capsys):
     with pytest.raises(SystemExit):
         profiling.main([str(tmp_path), "--ceilings", "790,1450"])
