@@ -9,6 +9,7 @@
 source .carry/setup.sh
 D=docs/results/2026-12-02-h200-table/next_lease
 B="python3 -m jaxrun.bench step --config configs/record60.py $P --set schedule.scheduled_steps=150 --phase 0 --phase 2 --skip-cold --benched-variants-only --steps 10 --warmup 3"
+el micro; timeout 120 python3 $D/accumulate_micro.py > $R/accumulate_micro.txt 2>&1; el "micro exit $?"  # the op alone
 el base; timeout 170 $B --json $R/base.json > $R/base.txt 2>&1; el "base exit $?"
 for p in accumulate_hints accumulate_dense_embed attention_dkdv_3stages; do
   git apply $D/$p.patch || { el "$p does not apply"; continue; }
@@ -20,4 +21,4 @@ for p in accumulate_hints accumulate_dense_embed attention_dkdv_3stages; do
   git apply -R $D/$p.patch  # (not git checkout: the device may keep an older git index)
 done
 finish
-grep -hE "^(phase|extension) " $R/*.txt; grep -E "passed|failed" $R/gpu_tests_attention_3stages.txt | tail -1; cat $R/timeline.txt
+cat $R/accumulate_micro.txt; grep -hE "^(phase|extension) " $R/*.txt; grep -E "passed|failed" $R/gpu_tests_attention_3stages.txt | tail -1; cat $R/timeline.txt
