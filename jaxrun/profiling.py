@@ -322,7 +322,7 @@ def with_attention_flops(floors: dict[str, dict], attention_flops: dict, ceiling
     recomputes the scores in both backward kernels and spends whole tiles on the masked edges."""
     for name, pattern in ATTENTION_PASSES.items():
         entries = [e for e in floors.values()
-                   if e["kind"] == "attention (triton)" and any(pattern.search(k) for k in e.get("kernels", ()))]
+                   if e["kind"] == "attention (triton)" and any(pattern.search(k) for k in e["kernels"])]
         total_us = sum(e["us"] for e in entries)
         for e in entries:
             share = attention_flops[name] * (e["us"] / total_us if total_us else 1 / len(entries))

@@ -179,7 +179,8 @@ def bench_phase(session: engine.Session, fns: engine.StepFunctions, state: dict,
     shape = schedule.step_shape(pair[0], cfg.schedule)
     windows = (shape.window_short, shape.window_long)
     tokens_per_rank = shape.tokens_per_rank
-    group = engine.ranks_per_forward(cfg, tokens_per_rank, mesh.devices.size)
+    num_devices = mesh.devices.size
+    group = engine.ranks_per_forward(cfg, tokens_per_rank, num_devices)
     announce(f"{phase_label(cfg, p)}: steps {'/'.join(map(str, pair))}, {opts.warmup} warm-up + {opts.steps} timed; "
              f"{group} rank(s) per forward ({group * tokens_per_rank:,} tokens)")
 
@@ -206,7 +207,6 @@ def bench_phase(session: engine.Session, fns: engine.StepFunctions, state: dict,
     total_s = sum(seconds)
     tokens_per_step = cfg.data.num_ranks * tokens_per_rank
     tflops = sum(step_flops) / total_s / 1e12
-    num_devices = mesh.devices.size
     figures = {
         "phase": p,
         "label": phase_label(cfg, p),
