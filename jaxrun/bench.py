@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxrun import engine, model, ops, projection, schedule, stepbench
+from jaxrun import engine, model, ops, profiling, projection, schedule, stepbench
 from jaxrun.config import CONFIG_DIR, Config, load_config
 from jaxrun.flops import train_step_flops, visible_pairs
 
@@ -540,6 +541,7 @@ def environment() -> dict:
             env[module] = __import__(module).__version__
         except Exception:  # not installed here
             env[module] = None
+    env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "")  # what the figures were measured with
     return env
 
 
@@ -574,9 +576,12 @@ def main(argv=None) -> None:
                                          "and the D-device step's collectives")
     projection.add_arguments(project_parser)
     args = parser.parse_args(argv)
+    if args.command == "step" and args.profile:
+        # before JAX starts its backend (environment() below does): every traced kernel then names its HLO instruction
+        os.environ["XLA_FLAGS"] = profiling.xla_flags_for_profiling(os.environ.get("XLA_FLAGS", ""))
 
     env = environment()
-    print(", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
+    print(", ".join(f"{k} {v}" for k, v in env.items() if v != ""), flush=True)
     if args.command == "step":
         result = stepbench.command(args, step_parser, env)
     elif args.command == "project":

@@ -141,6 +141,18 @@ def _module_sources(text: str) -> dict[str, str]:
     return out
 
 
+# CUDA graphs (XLA's command buffers) hide which HLO instruction launched each kernel inside them (the trace's hlo_op
+# names the graph), so a profiled process runs without them: `bench step --profile` sets this before JAX starts.
+COMMAND_BUFFERS_OFF = "--xla_gpu_enable_command_buffer="
+
+
+def xla_flags_for_profiling(flags: str) -> str:
+    """XLA_FLAGS for a profiled process: command buffers off (COMMAND_BUFFERS_OFF), unless the flags already choose."""
+    if "--xla_gpu_enable_command_buffer" in flags:
+        return flags
+    return f"{flags} {COMMAND_BUFFERS_OFF}".strip()
+
+
 def by_source(summary: dict, sources: dict[str, str], update_sources: dict[str, str] | None = None) -> dict[str, float]:
     """Kernel microseconds per source label (hlo_sources of the gradient function's HLO; ``update_sources`` of the
     optimizer's, for its kernels) over a summary's kernels: by the HLO instruction that launched each kernel (the
@@ -274,12 +286,16 @@ def floors_by_source(summary: dict, sources: dict, costs: dict, update_sources: 
     gives the triton attention kernels theirs (with_attention_flops)."""
     # One HLO instruction may launch several kernels (a split-K GEMM and its reduction): its cost counts once per
     # launch, and a launch is one call of its most frequent kernel.
+    # Inside a CUDA graph a kernel's hlo_op names the graph, not an instruction of the HLO: such a kernel is its own
+    # launch, costed by its name where that names a fusion (a fusion's kernel is named after it), as source_label does.
     kinds = {row["name"]: row["kind"] for row in summary.get("by_name", [])}
     launches: dict[tuple[bool, str], dict] = {}
     for row in summary.get("by_op", []):
         update = row["name"].endswith(UPDATE_SUFFIX)
         op = row.get("op", "")
-        group = launches.setdefault((update, op or row["name"]), {"name": row["name"], "op": op, "us": 0.0, "count": 0})
+        cost_key = op if op in ((update_costs or {}) if update else costs) else row["name"].removesuffix(UPDATE_SUFFIX)
+        group = launches.setdefault((update, cost_key), {"name": row["name"], "op": op, "cost_key": cost_key,
+                                                         "us": 0.0, "count": 0})
         group["us"] += row["us"]
         group["count"] = max(group["count"], row.get("count", 1))
     out: dict[str, dict] = {}
@@ -287,7 +303,7 @@ def floors_by_source(summary: dict, sources: dict, costs: dict, update_sources: 
         label = source_label(group["name"], group["op"], sources, update_sources)
         cost_table = (update_costs or {}) if update else costs
         kernel = group["name"].removesuffix(UPDATE_SUFFIX)
-        cost = _with_kernel_flops(cost_table.get(group["op"]), kernel)
+        cost = _with_kernel_flops(cost_table.get(group["cost_key"]), kernel)
         kind = kinds.get(group["name"]) or (OPTIMIZER_KIND if update else kind_of(kernel))
         entry = out.setdefault(f"{label} | {kind}", {"label": label, "kind": kind, "us": 0.0, "floor_us": 0.0,
                                                       "bytes": 0, "flops": 0, "covered_us": 0.0, "flops_known": True,

@@ -74,9 +74,14 @@ class AttentionConfig:
 # 128 x 64 (0.089 / 0.442 ms; 128 x 128 within noise at the long window), dQ at 128 x 64 (0.33 / 1.71 ms fwd+bwd) and
 # dK dV at 32 queries x 64 keys with 4 warps (0.29 / 1.53 ms fwd+bwd, against 0.32 / 1.76 at 32 x 128 with 8 warps).
 # A second sweep at T=65,536 / W=384 (paired) and T=49,152 / W=768 found the same dK dV tile with 3 stages 3-4%
-# faster (0.70 vs 0.72, 1.18 vs 1.23 ms); not adopted, as it has not been through the correctness tests.
+# faster (0.70 vs 0.72, 1.18 vs 1.23 ms). A third, on an H200 at phase 3's calls (T=49,152 / W=640 and 1,408, and
+# T=98,304 / W=640 paired), found the forward 11-15% faster at 64 x 64 with 4 warps (0.366 vs 0.411 ms long, 0.302 vs
+# 0.355 paired; smaller query tiles also skip more of the masked pairs) and dK dV with 3 stages 2-3% faster (1.448 vs
+# 1.487, 1.231 vs 1.263 ms). Both adopted: the 28 attention GPU tests pass with them; the whole step is 1.1% / 0.3% /
+# 0.6% faster in phases 1 / 2 / 3 and the same in the extension (ratios 0.989 / 0.997 / 0.994 / 1.001, noise ~0.3-0.7%),
+# and the 300-step curve moves 0.002 at step 300 (docs/results/2026-12-02-h200-levers/). The row multiple stays 128.
 _CONFIGS: dict[tuple[int, int], AttentionConfig] = {
-    (1 << 30, 128): AttentionConfig(KernelConfig(128, 64, 8, 3), KernelConfig(128, 64, 8, 3), KernelConfig(32, 64, 4, 2)),
+    (1 << 30, 128): AttentionConfig(KernelConfig(64, 64, 4, 3), KernelConfig(128, 64, 8, 3), KernelConfig(32, 64, 4, 3)),
     (1 << 30, 64): AttentionConfig(KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)),
 }
 

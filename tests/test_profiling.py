@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -199,6 +200,24 @@ def test_floors_count_each_launch_once_and_mark_bytes_only_floors():
     assert "| attention fwd | attention (triton) | 0.01 | >=" in table
 
 
+def test_kernels_inside_a_cuda_graph_are_costed_by_their_fusion_name():
+    # inside a CUDA graph every kernel's hlo_op names the graph (no instruction of the HLO): each kernel is then its own
+    # launch, a fusion's costed by its name (its kernel is named after it), a library GEMM's not at all
+    costs = profiling.hlo_costs(HLO_COSTS)
+    sources = {"loop_add_fusion_2": "rms_norm bwd"}
+    summary = {"by_op": [
+        {"name": "loop_add_fusion_2", "op": "command_buffer.5", "us": 2.0, "count": 4},
+        {"name": "nvjet_sm90_tst_128x160", "op": "command_buffer.5", "us": 9.0, "count": 2},
+    ]}
+    ceilings = {"bf16": 1e12, "fp8": 2e12, "copy": 1e9}
+    floors = profiling.floors_by_source(summary, sources, costs, ceilings=ceilings)
+    fusion = floors["rms_norm bwd | elementwise fusion"]
+    # 4 launches of 3 x 4,000 bytes at 1e9 B/s: 48 us
+    assert fusion["bytes"] == 4 * 12000 and fusion["floor_us"] == pytest.approx(48.0) and fusion["covered_us"] == 2.0
+    gemm = floors[f"{profiling.UNATTRIBUTED} | matmul (cuBLAS/cutlass)"]
+    assert gemm["us"] == 9.0 and gemm["floor_us"] == 0.0 and gemm["covered_us"] == 0.0
+
+
 def test_attention_floors_take_the_useful_flops_of_their_pass(tmp_path):
     costs = profiling.hlo_costs(HLO_COSTS)
     # the forward kernel, and the backward's two kernels under one label (the same HLO cost reused for brevity)
@@ -235,3 +254,32 @@ def test_ceilings_option_wants_three_rates(tmp_path, capsys):
     with pytest.raises(SystemExit):
         profiling.main([str(tmp_path), "--ceilings", "790,1450"])
     assert "--ceilings wants three numbers" in capsys.readouterr().err
+
+
+def test_a_profiled_process_runs_without_command_buffers():
+    off = profiling.COMMAND_BUFFERS_OFF
+    assert profiling.xla_flags_for_profiling("") == off
+    assert profiling.xla_flags_for_profiling("--xla_dump_to=/tmp/d") == f"--xla_dump_to=/tmp/d {off}"
+    # the user's own choice stands
+    chosen = "--xla_gpu_enable_command_buffer=FUSION"
+    assert profiling.xla_flags_for_profiling(chosen) == chosen
+
+
+def test_bench_step_profile_sets_the_flags_before_jax_starts(monkeypatch, tmp_path):
+    from jaxrun import bench
+
+    seen = []
+
+    def environment():  # the first thing of main that starts JAX's backend
+        seen.append(os.environ.get("XLA_FLAGS"))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(bench, "environment", environment)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/d")
+    with pytest.raises(SystemExit):
+        bench.main(["step", "--profile", str(tmp_path)])
+    assert seen == [f"--xla_dump_to=/tmp/d {profiling.COMMAND_BUFFERS_OFF}"]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/d")
+    with pytest.raises(SystemExit):
+        bench.main(["step"])  # not profiled: the flags as they were
+    assert seen[-1] == "--xla_dump_to=/tmp/d"
