@@ -9,8 +9,8 @@
 source .carry/setup.sh
 D=docs/results/2026-12-02-h200-levers/next_lease
 DET=--xla_gpu_exclude_nondeterministic_ops=true
-el micro; timeout 100 python3 $D/scatter_determinism.py > $R/scatter_default.txt 2>&1; el "default exit $?"
-XLA_FLAGS=$DET timeout 100 python3 $D/scatter_determinism.py > $R/scatter_det.txt 2>&1; el "det exit $?"
+el micro; TRACE_DIR=/tmp/trace_default timeout 100 python3 $D/scatter_determinism.py > $R/scatter_default.txt 2>&1; el "default exit $?"
+XLA_FLAGS=$DET TRACE_DIR=/tmp/trace_det timeout 100 python3 $D/scatter_determinism.py > $R/scatter_det.txt 2>&1; el "det exit $?"
 B="python3 -m jaxrun.bench step --config configs/record60.py $P --set schedule.scheduled_steps=150 --phase 0 --phase 2 --skip-cold --benched-variants-only --steps 10 --warmup 3"
 el base; timeout 120 $B --json $R/base.json > $R/base.txt 2>&1; el "base exit $?"
 el det; XLA_FLAGS=$DET timeout 150 $B --compare-to $R/base.json --json $R/det.json > $R/det.txt 2>&1; el "det exit $?"

@@ -4,6 +4,9 @@ twice, must give the same bits. Run it with and without XLA_FLAGS=--xla_gpu_excl
 scatter then goes through its sort-and-prefix-scan expander instead of atomics).
 
     python docs/results/2026-12-02-h200-levers/next_lease/scatter_determinism.py [T V D]   # small shapes on a CPU
+
+With TRACE_DIR set (on a GPU), one call of each is also traced there and its kernels listed: which of the op's
+kernels (the sort, the segment sum, the scatter into the table) takes the time.
 """
 import os
 import sys
@@ -13,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrun import ops
+from jaxrun import ops, profiling
 
 
 def compiled(tied):
@@ -50,6 +53,10 @@ def main():
         same = all(np.array_equal(np.asarray(o[k]), np.asarray(outs[0][k])) for o in outs[1:] for k in o)
         print(f"{'tied' if tied else 'untied':6s} {1e3 * sorted(times)[len(times) // 2]:8.2f} ms for {n} micro-batches"
               f" | 4 results (2 compiles x 2 runs) bit for bit the same: {same}", flush=True)
+        if os.environ.get("TRACE_DIR") and jax.default_backend() == "gpu":
+            with profiling.trace(os.path.join(os.environ["TRACE_DIR"], "tied" if tied else "untied")) as where:
+                jax.block_until_ready(f(*args))
+            profiling.print_summary(profiling.summarize(where), top=12)
 
 
 if __name__ == "__main__":
