@@ -13,6 +13,10 @@ el micro; TRACE_DIR=/tmp/trace_default timeout 100 python3 $D/scatter_determinis
 XLA_FLAGS=$DET TRACE_DIR=/tmp/trace_det timeout 100 python3 $D/scatter_determinism.py > $R/scatter_det.txt 2>&1; el "det exit $?"
 B="python3 -m jaxrun.bench step --config configs/record60.py $P --set schedule.scheduled_steps=150 --phase 0 --phase 2 --skip-cold --benched-variants-only --steps 10 --warmup 3"
 el base; timeout 120 $B --json $R/base.json > $R/base.txt 2>&1; el "base exit $?"
+# phase 3's own peak memory (the issue's bound is 30 GiB there): a process that benches phase 3 alone
+el peak3; timeout 100 python3 -m jaxrun.bench step --config configs/record60.py $P --set schedule.scheduled_steps=150 \
+  --phase 2 --skip-cold --benched-variants-only --steps 5 --warmup 2 --json $R/phase3_alone.json > $R/phase3_alone.txt 2>&1
+el "peak3 exit $?"
 el det; XLA_FLAGS=$DET timeout 150 $B --compare-to $R/base.json --json $R/det.json > $R/det.txt 2>&1; el "det exit $?"
 for mode in default det; do
   for i in 1 2; do
@@ -41,4 +45,4 @@ for mode in ("default", "det"):
           f"{first}; step {last}: {a[last]!r} vs {b.get(last)!r}")
 PY
 finish
-cat $R/scatter_*.txt | grep -v "^W1"; grep -hE "^(phase|extension) " $R/base.txt $R/det.txt; cat $R/repeatable.txt $R/timeline.txt
+cat $R/scatter_*.txt | grep -v "^W1"; grep -hE "^(phase|extension) " $R/base.txt $R/det.txt; grep -hE "^phase 3 " $R/phase3_alone.txt; cat $R/repeatable.txt $R/timeline.txt
