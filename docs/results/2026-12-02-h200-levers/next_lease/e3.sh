@@ -2,7 +2,8 @@
 # a prefix scan instead of atomics) as a speed lever and as GPU determinism. The embedding tables' gradient
 # accumulation is 31 ms of a phase-3 step at 4.3x its floor; its segment_sum's f32 scatter-add of 49,152 rows, many
 # of them the same few tokens, contends on atomics. This sitting (l1) found the shipped op giving other bits from one
-# compile to the next, so GPU runs are not bitwise repeatable as shipped.
+# compile to the next on Zipf-drawn tokens; whether a training run repeats bit for bit (an H100 resume test of older
+# code did, 2026-11-25) is what step 3 measures.
 #   1. the op alone, default and deterministic: time, and 2 compiles x 2 runs bit for bit
 #   2. bench step phases 1 and 3, default against deterministic
 #   3. two 30-step training runs each way: the same train losses bit for bit?
