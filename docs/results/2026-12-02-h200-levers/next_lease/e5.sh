@@ -12,8 +12,8 @@ el sweep_shipped; timeout 90 python3 $D/mlp_sweep.py > $R/mlp_sweep_shipped.txt 
 B="python3 -m jaxrun.bench step --config configs/record60.py $P --set schedule.scheduled_steps=150 --phase 0 --phase 2 --skip-cold --benched-variants-only --steps 10 --warmup 3"
 el base; timeout 120 $B --json $R/base.json > $R/base.txt 2>&1; el "base exit $?"
 git apply $D/$p.patch && el "$p applied"
-el sweep_persistent; timeout 150 python3 $D/mlp_sweep.py 128,256,64,8,3 256,128,64,8,3 256,128,64,8,4 128,256,128,8,2 \
-  64,256,64,4,4 128,128,64,4,4 128,128,64,8,4 > $R/mlp_sweep_persistent.txt 2>&1; el "exit $?"
+el sweep_persistent; timeout 170 python3 $D/mlp_sweep.py 128,256,64,8,3 256,128,64,8,3 128,256,128,8,2 64,256,64,4,4 \
+  128,128,64,4,4 > $R/mlp_sweep_persistent.txt 2>&1; el "exit $?"
 el $p; timeout 120 $B --compare-to $R/base.json --json $R/$p.json > $R/$p.txt 2>&1; el "$p exit $?"
 r1=$(grep -E "^phase 1 " $R/$p.txt | awk '{print $NF}'); r3=$(grep -E "^phase 3 " $R/$p.txt | awk '{print $NF}')
 el "ratios phase 1 $r1 phase 3 $r3"
