@@ -1,6 +1,8 @@
 """The persistent ReLU² matmul kernel (mlp_persistent.patch) against the shipped one (git HEAD), both in triton's
 interpreter on the CPU: every output bit for bit, forward and backward, at small ragged shapes, with fewer programs
-than tiles (so each program strides over several tiles, and the last stride is partial), and against numpy.
+than tiles (so each program strides over several tiles, and the last stride is partial), and against numpy. (The
+interpreter rounds f32 -> bf16 toward zero, not to nearest as the GPU does: the same for both kernels, so the bitwise
+comparison stands; the numpy check allows a bf16 step.)
 
     git show HEAD:kernels/relu2_mlp.py > /tmp/relu2_mlp_shipped.py
     git apply docs/results/2026-12-02-h200-levers/next_lease/mlp_persistent.patch   # the working tree's kernel is new
