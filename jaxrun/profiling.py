@@ -158,7 +158,7 @@ def by_source(summary: dict, sources: dict[str, str], update_sources: dict[str, 
     optimizer's, for its kernels) over a summary's kernels: by the HLO instruction that launched each kernel (the
     trace's hlo_op), else by the kernel's name (a fusion's kernel is named after it). Inside a CUDA graph hlo_op names
     the graph, so library GEMMs and triton kernels stay UNATTRIBUTED there; profile with
-    XLA_FLAGS=--xla_gpu_enable_command_buffer= to attribute them too."""
+    XLA_FLAGS=--xla_gpu_enable_command_buffer= to attribute them too (`bench step --profile` does)."""
     out: dict[str, float] = {}
     for row in summary.get("by_op", summary["by_name"]):
         label = source_label(row["name"], row.get("op", ""), sources, update_sources)
@@ -293,17 +293,17 @@ def floors_by_source(summary: dict, sources: dict, costs: dict, update_sources: 
     for row in summary.get("by_op", []):
         update = row["name"].endswith(UPDATE_SUFFIX)
         op = row.get("op", "")
-        cost_key = op if op in ((update_costs or {}) if update else costs) else row["name"].removesuffix(UPDATE_SUFFIX)
-        group = launches.setdefault((update, cost_key), {"name": row["name"], "op": op, "cost_key": cost_key,
+        cost_table = (update_costs or {}) if update else costs
+        cost_key = op if op in cost_table else row["name"].removesuffix(UPDATE_SUFFIX)
+        group = launches.setdefault((update, cost_key), {"name": row["name"], "op": op, "cost": cost_table.get(cost_key),
                                                          "us": 0.0, "count": 0})
         group["us"] += row["us"]
         group["count"] = max(group["count"], row.get("count", 1))
     out: dict[str, dict] = {}
     for (update, _), group in launches.items():
         label = source_label(group["name"], group["op"], sources, update_sources)
-        cost_table = (update_costs or {}) if update else costs
         kernel = group["name"].removesuffix(UPDATE_SUFFIX)
-        cost = _with_kernel_flops(cost_table.get(group["cost_key"]), kernel)
+        cost = _with_kernel_flops(group["cost"], kernel)
         kind = kinds.get(group["name"]) or (OPTIMIZER_KIND if update else kind_of(kernel))
         entry = out.setdefault(f"{label} | {kind}", {"label": label, "kind": kind, "us": 0.0, "floor_us": 0.0,
                                                       "bytes": 0, "flops": 0, "covered_us": 0.0, "flops_known": True,

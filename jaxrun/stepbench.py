@@ -425,9 +425,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "or a jaxrun run), or another bench step --json (e.g. of the code before a change): print its "
                         "median step time per phase and jaxrun's ratio to it")
     parser.add_argument("--profile", metavar="DIR", help=f"after timing, trace {PROFILE_STEPS} more steps of each phase "
-                        "into DIR/phase<N> and print where the device time goes (jaxrun.profiling); the whole run is then without CUDA "
-                        "graphs (XLA_FLAGS gets --xla_gpu_enable_command_buffer=, so each kernel names its HLO "
-                        "instruction), so its timed steps are not the shipped ones")
+                        "into DIR/phase<N> and print where the device time goes (jaxrun.profiling); the whole run is "
+                        "then without CUDA graphs (XLA_FLAGS gets --xla_gpu_enable_command_buffer=, so each kernel "
+                        "names its HLO instruction), so its timed steps are not the shipped ones")
 
 
 def command(args: argparse.Namespace, parser: argparse.ArgumentParser, environment: dict) -> dict:
