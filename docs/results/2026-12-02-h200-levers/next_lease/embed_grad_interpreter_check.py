@@ -1,30 +1,21 @@
 """kernels/embed_grad.py (embed_grad.patch) in triton's interpreter on the CPU against ops.accumulate_gathered_grad
 (XLA on the CPU, whose scatter-add sums each token's rows in row order): with R = 1 row per chunk bit for bit, with
 R > 1 to within a bf16 step. Zipf-drawn tokens, several tables, a column count that is not a multiple of the block,
-fewer programs than distinct tokens. Two fixes to triton 3.6's interpreter make it faithful here: a tensor as a loop
-bound (numpy 2 refuses int() of its (1,)-shaped data), and f32 -> bf16 rounding to nearest even (it truncates; the GPU's
-cvt.rn rounds to nearest).
+fewer programs than distinct tokens. triton_interpreter.py (beside it) makes triton 3.6's interpreter faithful here: a
+tensor as a loop bound, and f32 -> bf16 rounding to nearest even, as the GPU rounds.
 
     git apply docs/results/2026-12-02-h200-levers/next_lease/embed_grad.patch
     python docs/results/2026-12-02-h200-levers/next_lease/embed_grad_interpreter_check.py
 """
-import os, sys
-os.environ["TRITON_INTERPRET"] = "1"
-import numpy as np, torch
-from triton.runtime import interpreter
-_patch_tensor = interpreter._patch_lang_tensor
-def _patch_lang_tensor(tensor, scope):
-    _patch_tensor(tensor, scope)
-    scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
-interpreter._patch_lang_tensor = _patch_lang_tensor
-import ml_dtypes
-_cast = interpreter.InterpreterBuilder.cast_impl
-def cast_impl(self, src, dst_type):
-    if src.dtype.scalar == interpreter.tl.float32 and dst_type.scalar == interpreter.tl.bfloat16:
-        return interpreter.TensorHandle(src.data.astype(ml_dtypes.bfloat16).view(np.uint16), interpreter.tl.bfloat16)
-    return _cast(self, src, dst_type)
-interpreter.InterpreterBuilder.cast_impl = cast_impl
-import jax, jax.numpy as jnp
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import triton_interpreter  # noqa: E402,F401  (before any kernel: the interpreter and its fixes)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 jax.config.update("jax_platforms", "cpu")
 from jaxrun import ops
 from jaxrun.kernels import embed_grad as eg

@@ -1,8 +1,7 @@
 """The persistent ReLU² matmul kernel (mlp_persistent.patch) against the shipped one (git HEAD), both in triton's
 interpreter on the CPU: every output bit for bit, forward and backward, at small ragged shapes, with fewer programs
-than tiles (so each program strides over several tiles, and the last stride is partial), and against numpy. (The
-interpreter rounds f32 -> bf16 toward zero, not to nearest as the GPU does: the same for both kernels, so the bitwise
-comparison stands; the numpy check allows a bf16 step.)
+than tiles (so each program strides over several tiles, and the last stride is partial), and against numpy.
+triton_interpreter.py (beside it) makes the interpreter faithful enough for that.
 
     git show HEAD:kernels/relu2_mlp.py > /tmp/relu2_mlp_shipped.py
     git apply docs/results/2026-12-02-h200-levers/next_lease/mlp_persistent.patch   # the working tree's kernel is new
@@ -12,39 +11,10 @@ import importlib.util
 import os
 import sys
 
-os.environ["TRITON_INTERPRET"] = "1"
+sys.path.insert(0, os.path.dirname(__file__))
+import triton_interpreter  # noqa: E402,F401  (before any kernel: the interpreter and its fixes)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from triton.runtime import interpreter  # noqa: E402
-
-# triton 3.6's interpreter turns a tensor into a loop bound with int() of its (1,)-shaped data, which numpy 2 refuses:
-# tl.range(tl.program_id(0), ...) (the persistent loop) then fails in the interpreter only. Its scalar, as compiled code.
-_patch_tensor = interpreter._patch_lang_tensor
-
-
-def _patch_lang_tensor(tensor, scope):
-    _patch_tensor(tensor, scope)
-    scope.set_attr(tensor, "__index__", lambda self: int(np.asarray(self.handle.data).reshape(-1)[0]))
-
-
-interpreter._patch_lang_tensor = _patch_lang_tensor
-
-# and its tl.dot multiplies bf16 operands as their raw uint16 bits (it stores bf16 as uint16): widen them to fp32 first
-_create_dot = interpreter.InterpreterBuilder.create_dot
-
-
-def _bf16_as_f32(handle):
-    if handle.dtype.scalar == interpreter.tl.bfloat16:
-        bits = handle.data.astype(np.uint32) << 16
-        return interpreter.TensorHandle(bits.view(np.float32), interpreter.tl.float32)
-    return handle
-
-
-def create_dot(self, a, b, d, input_precision, max_num_imprecise_acc):
-    return _create_dot(self, _bf16_as_f32(a), _bf16_as_f32(b), d, input_precision, max_num_imprecise_acc)
-
-
-interpreter.InterpreterBuilder.create_dot = create_dot
 
 
 def load(name, path):
