@@ -12,11 +12,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrun.kernels.triton_runtime import MatmulTiles, jax_triton, tl, triton
+from jaxrun.kernels.triton_runtime import MatmulTiles, jax_triton, streaming_multiprocessors, tl, triton
 
-# Tile shapes: the fastest of a sweep on an H100 at T = 16,384 (forward 0.333 ms, backward 0.354 ms).
-FORWARD_TILES = MatmulTiles(block_m=64, block_n=256, block_k=64, group_m=8, num_warps=4, num_stages=4)
-BACKWARD_TILES = MatmulTiles(block_m=128, block_n=256, block_k=64, group_m=8, num_warps=8, num_stages=3)
+# Tile shapes of the persistent kernel: the fastest of six in a sweep on an H200 at the record's shapes (2026-12-02,
+# docs/results/2026-12-02-h200-tenth): at M = 65,536 forward 0.556 ms (557 TFLOP/s) and backward 0.577 ms, against
+# 0.638 / 0.587 ms for the non-persistent kernel it replaced (forward (64, 256, 64), 4 warps, 4 stages; backward
+# (128, 256, 64), 8 warps, 3 stages) and 0.641 / 0.694 ms for XLA's matmul with its fusions.
+FORWARD_TILES = MatmulTiles(block_m=128, block_n=256, block_k=64, group_m=8, num_warps=8, num_stages=4)
+BACKWARD_TILES = MatmulTiles(block_m=128, block_n=256, block_k=64, group_m=8, num_warps=8, num_stages=4)
 
 if triton is not None:
 
@@ -34,15 +37,28 @@ if triton is not None:
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
         GROUP_M: tl.constexpr,
+        NUM_PROGRAMS: tl.constexpr,
     ):
         """acc = a · bᵀ for a (M, K), b (N, K), both row-major bf16.
 
         FORWARD: writes pre_ptr = bf16(acc) and out_ptr = bf16(relu(pre)²).
         Otherwise reads pre_ptr and writes out_ptr = bf16(2 · bf16(acc) · relu(pre)).
+        Persistent, as the FP8 head's GEMM: NUM_PROGRAMS programs (one per SM) stride over the output tiles, and the
+        tile loop is flattened with the K loop, so the next tile's loads overlap this tile's epilogue. Both products
+        here have K = 768, a tile's few K steps against an epilogue of two (pre, post) or one store and a load.
         """
-        pid = tl.program_id(0)
+        start = tl.program_id(0)
+        grid_m = tl.cdiv(M, BLOCK_M)
         grid_n = tl.cdiv(N, BLOCK_N)
-        pid_m, pid_n = tl.swizzle2d(pid // grid_n, pid % grid_n, tl.cdiv(M, BLOCK_M), grid_n, GROUP_M)
+        for tile in tl.range(start, grid_m * grid_n, NUM_PROGRAMS, flatten=True):
+            pid_m, pid_n = tl.swizzle2d(tile // grid_n, tile % grid_n, grid_m, grid_n, GROUP_M)
+            _relu2_matmul_tile(a_ptr, b_ptr, pre_ptr, out_ptr, pid_m, pid_n, M, N, K, FORWARD, BLOCK_M, BLOCK_N, BLOCK_K)
+
+    @triton.jit
+    def _relu2_matmul_tile(a_ptr, b_ptr, pre_ptr, out_ptr, pid_m, pid_n, M: tl.constexpr, N: tl.constexpr,
+                           K: tl.constexpr, FORWARD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                           BLOCK_K: tl.constexpr):
+        """One (BLOCK_M, BLOCK_N) output tile of _relu2_matmul_kernel."""
         rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         rk = tl.arange(0, BLOCK_K)
@@ -85,11 +101,12 @@ def relu2_matmul(a: jax.Array, b: jax.Array, pre: jax.Array | None = None, *, ti
     tiles = tiles or (FORWARD_TILES if forward else BACKWARD_TILES)
     (m, k), n = a.shape, b.shape[0]
     out = jax.ShapeDtypeStruct((m, n), jnp.bfloat16)
+    num_programs = min(tiles.grid(m, n)[0], streaming_multiprocessors())
     return jt.triton_call(
         *((a, b) if forward else (a, b, pre)),
         kernel=_relu2_matmul_kernel,
         out_shape=(out, out) if forward else out,
-        grid=tiles.grid(m, n),
+        grid=(num_programs,),
         num_warps=tiles.num_warps,
         num_stages=tiles.num_stages,
         name="relu2_matmul_fwd" if forward else "relu2_matmul_bwd",
@@ -97,6 +114,7 @@ def relu2_matmul(a: jax.Array, b: jax.Array, pre: jax.Array | None = None, *, ti
         N=n,
         K=k,
         FORWARD=forward,
+        NUM_PROGRAMS=num_programs,
         **tiles.meta(),
     )
 

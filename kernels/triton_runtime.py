@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import jax
+
 try:
     import triton
     import triton.language as tl
@@ -47,3 +49,8 @@ class MatmulTiles:
     def meta(self) -> dict[str, int]:
         """The constexpr arguments of the kernels (num_warps / num_stages go to triton_call separately)."""
         return {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n, "BLOCK_K": self.block_k, "GROUP_M": self.group_m}
+
+
+def streaming_multiprocessors() -> int:
+    """SMs of the default GPU (a persistent kernel runs one program per SM)."""
+    return int(getattr(jax.devices()[0], "core_count", 0) or 132)
