@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxrun.kernels.triton_runtime import MatmulTiles, jax_triton, streaming_multiprocessors, tl, triton
+from jaxrun.kernels.triton_runtime import MatmulTiles, jax_triton, tl, triton
 
 # Tile shapes of the persistent kernel: the fastest of six in a sweep on an H200 at the record's shapes (2026-12-02,
 # docs/results/2026-12-02-h200-tenth): at M = 65,536 forward 0.556 ms (557 TFLOP/s) and backward 0.577 ms, against
@@ -101,7 +101,7 @@ def relu2_matmul(a: jax.Array, b: jax.Array, pre: jax.Array | None = None, *, ti
     tiles = tiles or (FORWARD_TILES if forward else BACKWARD_TILES)
     (m, k), n = a.shape, b.shape[0]
     out = jax.ShapeDtypeStruct((m, n), jnp.bfloat16)
-    num_programs = min(tiles.grid(m, n)[0], streaming_multiprocessors())
+    num_programs = tiles.persistent_programs(m, n)
     return jt.triton_call(
         *((a, b) if forward else (a, b, pre)),
         kernel=_relu2_matmul_kernel,

@@ -46,6 +46,10 @@ class MatmulTiles:
     def grid(self, m: int, n: int) -> tuple[int]:
         return (-(-m // self.block_m) * -(-n // self.block_n),)
 
+    def persistent_programs(self, m: int, n: int) -> int:
+        """Programs of a persistent launch over an (m, n) output: one per SM, or one per tile where there are fewer."""
+        return min(self.grid(m, n)[0], streaming_multiprocessors())
+
     def meta(self) -> dict[str, int]:
         """The constexpr arguments of the kernels (num_warps / num_stages go to triton_call separately)."""
         return {"BLOCK_M": self.block_m, "BLOCK_N": self.block_n, "BLOCK_K": self.block_k, "GROUP_M": self.group_m}

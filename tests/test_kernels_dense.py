@@ -84,6 +84,7 @@ def test_tiles_cover_ragged_shapes():
     tiles = MatmulTiles(block_m=128, block_n=256, block_k=64, group_m=8, num_warps=8, num_stages=3)
     assert tiles.grid(300, 520) == (3 * 3,)
     assert tiles.grid(16_384, 50_304) == (128 * 197,)
+    assert tiles.persistent_programs(300, 520) == 3 * 3  # fewer tiles than any GPU's SMs: one program per tile
     assert tiles.meta() == {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "GROUP_M": 8}
 
 
