@@ -10,10 +10,10 @@ B="python3 -m jaxrun.bench step --config configs/record60.py $P --set schedule.s
 git apply $N/$X.patch && el "$X applied"
 el tests; timeout 280 python3 -m pytest -q -m gpu -n 0 -p no:cacheprovider -rA tests/test_engine.py tests/test_fp8_audit.py \
   > $R/gpu_tests_$X.txt 2>&1; el "tests exit $?"
-el "$X bench"; timeout 80 $B --phase 2 --json $R/barrier_p3.json > $R/barrier_p3.txt 2>&1; el "exit $?"
+el "$X bench"; timeout 80 $B --phase 2 --json $R/index_p3.json > $R/index_p3.txt 2>&1; el "exit $?"
 git apply $T/embed_grad_chunked.patch && el "embed_grad applied"
 sed -i 's/^ROWS_PER_TILE = 16 /ROWS_PER_TILE = 32 /; s/^BLOCK_D = 256 /BLOCK_D = 128 /; s/^NUM_WARPS = 8$/NUM_WARPS = 4/' kernels/embed_grad.py
-el "$X + embed_grad bench"; timeout 80 $B --phase 2 --compare-to $R/barrier_p3.json > $R/barrier_eg_p3.txt 2>&1; el "exit $?"
+el "$X + embed_grad bench"; timeout 80 $B --phase 2 --compare-to $R/index_p3.json > $R/index_eg_p3.txt 2>&1; el "exit $?"
 # back to the index patch alone: undo the shape edit so the patch reverses cleanly, then check that it did
 sed -i 's/^ROWS_PER_TILE = 32 /ROWS_PER_TILE = 16 /; s/^BLOCK_D = 128 /BLOCK_D = 256 /; s/^NUM_WARPS = 4$/NUM_WARPS = 8/' kernels/embed_grad.py
 git apply -R $T/embed_grad_chunked.patch && [ ! -e kernels/embed_grad.py ] && el "embed_grad reverted" || { el "revert failed"; finish; exit 1; }
@@ -22,5 +22,5 @@ timeout $(left 585) python3 -m jaxrun.profiling /tmp/prof/phase0 /tmp/prof/phase
   --labels "phase 1,phase 2,phase 3,extension" --markdown $R/profile_table.md --json $R/profile.json > $R/profiling.txt 2>&1
 el "table exit $?"; git apply -R $N/$X.patch
 finish
-grep -E "passed|failed" $R/gpu_tests_$X.txt | tail -2; grep -hE "^phase 3 " $R/barrier_p3.txt $R/barrier_eg_p3.txt
+grep -E "passed|failed" $R/gpu_tests_$X.txt | tail -2; grep -hE "^phase 3 " $R/index_p3.txt $R/index_eg_p3.txt
 grep -E "accumulate_gathered|transpose" $R/profile_table.md | head; cat $R/timeline.txt
