@@ -600,6 +600,22 @@ def gathered_rows(rows, tokens):
     return rows
 
 
+def _distinct_tokens(tokens, vocab):
+    """jnp.unique(tokens, return_inverse=True, size=T, fill_value=vocab), with both index arrays written by scatters.
+
+    XLA never fuses a scatter into its consumers, so the two arrays reach the gradient scatters as buffers. From
+    jnp.unique they came as gathers over a cumsum, which XLA fused into each scatter and recomputed for every element
+    of a row's update, D x tables times per row (4.2x the scatters' floor in phase 3 on an H200,
+    docs/results/2026-12-02-h200-eleventh)."""
+    t = tokens.shape[0]
+    order = jnp.argsort(tokens, stable=True)
+    ordered = tokens[order]
+    run = jnp.cumsum(jnp.concatenate([jnp.zeros((1,), jnp.int32), (ordered[1:] != ordered[:-1]).astype(jnp.int32)]))
+    inverse = jnp.zeros((t,), jnp.int32).at[order].set(run, unique_indices=True)
+    unique = jnp.full((t,), vocab, tokens.dtype).at[run].set(ordered)  # a run's rows all write its token
+    return unique, inverse
+
+
 def accumulate_gathered_grad(acc, tokens, row_grads, dense_grad=None):
     """acc (..., V, D) f32 plus the table gradient of a gather ``table[..., tokens, :]`` whose rows got the cotangent
     ``row_grads`` (..., T, D), rounded exactly as embedding_lookup's backward rounds it: repeated tokens summed in fp32,
@@ -613,7 +629,7 @@ def accumulate_gathered_grad(acc, tokens, row_grads, dense_grad=None):
     vocab = acc.shape[-2]
     # the distinct tokens, padded with an out-of-range id (dropped by the scatters below); inverse maps each row to its
     # distinct token (unique indices: the bf16 scatter below then rounds once per row, with no atomics)
-    unique, inverse = jnp.unique(tokens, return_inverse=True, size=t, fill_value=vocab)
+    unique, inverse = _distinct_tokens(tokens, vocab)
     moved = jnp.moveaxis(row_grads.astype(jnp.float32), -2, 0)  # (T, ..., D): segment_sum sums over the first axis
     sums = jnp.moveaxis(jax.ops.segment_sum(moved, inverse.reshape(-1), num_segments=t), 0, -2)
     rounded = sums.astype(jnp.bfloat16)  # what embedding_lookup's backward returns for these rows

@@ -507,6 +507,20 @@ def test_accumulate_gathered_grad_rounds_like_the_dense_gradient(stack, tied):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(jnp.asarray(acc) + lookup_grad.astype(jnp.float32)))
 
 
+def test_distinct_tokens_is_jnp_unique_with_its_inverse():
+    # by hand: tokens 4 0 4 2 0 -> distinct 0 2 4, padded with the vocab size to T entries; each row's place among them
+    got_unique, got_inverse = ops._distinct_tokens(jnp.asarray([4, 0, 4, 2, 0], jnp.int32), 9)
+    np.testing.assert_array_equal(got_unique, [0, 2, 4, 9, 9])
+    np.testing.assert_array_equal(got_inverse, [2, 0, 2, 1, 0])
+    rng = np.random.default_rng(3)
+    for t, v in ((1, 7), (64, 5), (2000, 50304)):
+        tokens = jnp.asarray(np.minimum(rng.zipf(1.2, t) - 1, v - 1).astype(np.int32))
+        unique, inverse = jnp.unique(tokens, return_inverse=True, size=t, fill_value=v)
+        got_unique, got_inverse = ops._distinct_tokens(tokens, v)
+        np.testing.assert_array_equal(got_unique, unique)
+        np.testing.assert_array_equal(got_inverse, np.asarray(inverse).reshape(-1))
+
+
 def test_the_shipped_auto_table_names_registered_backends_and_cpu_gets_xla():
     table = json.loads(ops.SHIPPED_AUTO_TABLE.read_text())
     for kind, picks in table["devices"].items():
