@@ -62,6 +62,12 @@ FUSED_GRAD_BLOCK = 1024
 
 if triton is not None:
     E5M2_MAX = tl.constexpr(57344.0)  # float(jnp.finfo(jnp.float8_e5m2).max)
+    LOG2E = tl.constexpr(1.4426950408889634)
+    # VARIANTS (measured on the GPU machine before one is kept)
+    FORWARD_NEWTON = tl.constexpr(True)
+    GRAD_NEWTON = tl.constexpr(False)
+    BF16_ROUND = tl.constexpr(1)
+    CLAMP_E5M2 = tl.constexpr(False)
 
     @triton.jit
     def _ex2(x):
@@ -73,11 +79,6 @@ if triton is not None:
                                          pack=1)
 
     @triton.jit
-    def _exp(x):
-        """tl.exp's bits (its product by fl32(log2 e), then the same MUFU.EX2), without its range checks (_ex2)."""
-        return _ex2(x * 1.4426950408889634)
-
-    @triton.jit
     def _reciprocal(x):
         """1/x as the bare MUFU.RCP (rcp.approx.ftz). For the sigmoid's 1 + e ≥ 1 it gives the bits of tl.sigmoid's
         division (div.full, the same MUFU.RCP wrapped in checks for |x| > 2^126, where both are ~0)."""
@@ -85,12 +86,26 @@ if triton is not None:
                                          pack=1)
 
     @triton.jit
-    def _softcap(logit, cap, inv_temp, shift):
-        """(z, σ) with z = cap · σ(logit · inv_temp + shift), all fp32: tl.sigmoid's 1 / (1 + exp(−u)) in the bare
-        instructions (2.25 -> 1.66 ms for the fused kernel at the record's shape on an H200, the same bits: it is bound
-        by those two and the two of exp(z − ·) per logit, on the multiprocessors' special-function units)."""
-        sig = _reciprocal(1.0 + _exp(-(logit * inv_temp + shift)))
-        return cap * sig, sig
+    def _reciprocal_newton(x):
+        """1/x on the FMA pipe for x in [1, 2^125 + 1], 0.77 ulp at most (rcp.approx: 1): the integer seed
+        0x7EF311C3 − bits(x) (5% off), a cubic step (error e -> e³) and a Newton step (e -> e²), five FFMAs and an
+        IADD in place of one MUFU.RCP, which shares the 16-per-cycle special-function pipe with the EX2s."""
+        y = (0x7EF311C3 - x.to(tl.int32, bitcast=True)).to(tl.float32, bitcast=True)
+        e = tl.fma(-x, y, 1.0)
+        y = tl.fma(y, tl.fma(e, e, e), y)
+        return tl.fma(y, tl.fma(-x, y, 1.0), y)
+
+    @triton.jit
+    def _sigmoid(logit, inv_temp, shift, NEWTON: tl.constexpr):
+        """σ(logit · inv_temp + shift) = 1 / (1 + 2^t), t = logit · (−inv_temp · log2 e) + (−shift · log2 e): one FFMA
+        to the exponent. NEWTON: the reciprocal on the FMA pipe; t is then held ≤ 125 (NaN kept) so that 1 + 2^t
+        stays in the seed's range (a normal seed); σ < 2^-125 there either way."""
+        t = logit * (-inv_temp * LOG2E) + (-shift * LOG2E)
+        if NEWTON:
+            sig = _reciprocal_newton(1.0 + _ex2(tl.minimum(t, 125.0, propagate_nan=tl.PropagateNan.ALL)))
+        else:
+            sig = _reciprocal(1.0 + _ex2(t))
+        return sig
 
     @triton.jit
     def _in_sequence(row, k, T: tl.constexpr, ROW: tl.constexpr):
@@ -108,8 +123,8 @@ if triton is not None:
             logit = tl.load(row_ptr + cols, mask=cols < V, other=0.0).to(tl.float32)
         else:
             logit = tl.load(row_ptr + cols).to(tl.float32)
-        z, _ = _softcap(logit, cap, inv_temp, shift)
-        terms = _exp(z - cap)
+        sig = _sigmoid(logit, inv_temp, shift, FORWARD_NEWTON)
+        terms = _ex2(sig * (cap * LOG2E) - cap * LOG2E)  # exp(z − cap) = 2^((σ − 1) · cap · log2 e), one FFMA
         if MASKED:
             terms = tl.where(cols < V, terms, 0.0)
         return terms
@@ -149,8 +164,7 @@ if triton is not None:
             target = tl.load(targets_ptr + row + k, mask=has_target, other=0)
             in_vocab = has_target & (target >= 0) & (target < V)
             logit = tl.load(row_ptr + target, mask=in_vocab, other=0.0).to(tl.float32)
-            z, _ = _softcap(logit, cap, inv_temp, shift)
-            term = tl.where(in_vocab, lse - z, 0.0)
+            term = tl.where(in_vocab, lse - cap * _sigmoid(logit, inv_temp, shift, FORWARD_NEWTON), 0.0)
             tl.store(terms_ptr + row * NUM_WEIGHTS + k, term)
             loss += tl.load(weights_ptr + k) * term
         tl.store(loss_ptr + row, loss)
@@ -181,23 +195,48 @@ if triton is not None:
                   NUM_WEIGHTS, BLOCK, TAIL_BLOCK, ROW)  # fmt: skip
 
     @triton.jit
+    def _round_bf16(x):
+        """bf16(x) (round to nearest even) back in fp32, the bits of x.to(bf16).to(fp32). That pair is one F2F per
+        element on the special-function pipe with the MUFUs; BF16_ROUND 1: one packed cvt per two elements (F2FP)
+        and two integer moves; 2: integer rounding of the fp32 bits (NaN kept)."""
+        if BF16_ROUND == 1:
+            bits = tl.inline_asm_elementwise(
+                "{ .reg .b32 t; cvt.rn.bf16x2.f32 t, $3, $2; shl.b32 $0, t, 16; and.b32 $1, t, 0xffff0000; }",
+                "=r,=r,r,r", [x.to(tl.int32, bitcast=True)], dtype=tl.int32, is_pure=True, pack=2)
+            y = bits.to(tl.float32, bitcast=True)
+        elif BF16_ROUND == 2:
+            b = x.to(tl.uint32, bitcast=True)
+            r = ((b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000).to(tl.float32, bitcast=True)
+            y = tl.where(x == x, r, x)
+        else:
+            y = x.to(tl.bfloat16).to(tl.float32)
+        return y
+
+    @triton.jit
     def _to_e5m2(grad, grad_scale, BY_RECIPROCAL: tl.constexpr):
         """ops.quantize_fp8 of the bf16-rounded gradient: its bf16 value over the scale in fp32, clamped to e5m2's
-        range, rounded to nearest even: the number the head's backward would have quantised. BY_RECIPROCAL: grad_scale
+        range, rounded to nearest even: the number the head's backward would have quantised. The conversion is
+        cvt.rn.satfinite: rounding, then ±57,344 for what rounds past it, which are the bits of the clamp first
+        (NaN stays NaN, as in XLA's clip, where a clamp by min/max would make it ±57,344). BY_RECIPROCAL: grad_scale
         holds fl32(1 / scale) and the kernel multiplies by it, which the host has checked gives the IEEE quotient's
         fp8 bits for every bf16 input (reciprocal_is_exact); else it divides (div_rn, several times dearer)."""
         if BY_RECIPROCAL:
-            x = grad.to(tl.bfloat16).to(tl.float32) * grad_scale
+            x = _round_bf16(grad) * grad_scale
         else:
-            x = tl.math.div_rn(grad.to(tl.bfloat16).to(tl.float32), grad_scale)
-        x = tl.minimum(tl.maximum(x, -E5M2_MAX), E5M2_MAX)
+            x = tl.math.div_rn(_round_bf16(grad), grad_scale)
+        if CLAMP_E5M2:
+            x = tl.minimum(tl.maximum(x, -E5M2_MAX), E5M2_MAX)
         return x.to(tl.float8e5, fp_downcast_rounding="rtne")
 
     @triton.jit
     def _grad_value(logit, hits, lse, g, weight_sum, cap, inv_temp, shift):
-        """dℓ (recipe §2.1) of a column whose MTP weights sum to hits (0 for every column but the row's targets)."""
-        z, sig = _softcap(logit, cap, inv_temp, shift)
-        return g * (weight_sum * _exp(z - lse) - hits) * (inv_temp * z * (1.0 - sig))
+        """dℓ = g · (S · p − hits) · inv_temp · z · (1 − σ) with z = cap · σ and p = exp(z − lse) (recipe §2.1), of a
+        column whose MTP weights sum to hits (0 for every column but the row's targets), as
+        (p · S − hits) · (σ(1 − σ) · (g · inv_temp · cap)), p = 2^(σ · cap · log2 e − lse · log2 e): one FFMA to each
+        exponent and σ(1 − σ) = fma(−σ, σ, σ), exact but for its one rounding."""
+        sig = _sigmoid(logit, inv_temp, shift, GRAD_NEWTON)
+        p = _ex2(sig * (cap * LOG2E) - lse * LOG2E)
+        return (p * weight_sum - hits) * (tl.fma(-sig, sig, sig) * (g * inv_temp * cap))
 
     @triton.jit
     def _grad_out(grad, grad_scale, QUANT: tl.constexpr, BY_RECIPROCAL: tl.constexpr):

@@ -443,6 +443,66 @@ def test_cross_entropy_eval_shape():
         np.testing.assert_allclose(np.asarray(loss[part]), np.asarray(ref), rtol=2e-5, atol=2e-4)
 
 
+def _helper_outputs(x: np.ndarray, grad_scale: float):
+    """softcap_ce's arithmetic helpers applied elementwise to x (f32) by one small triton kernel: (_reciprocal_newton(x),
+    _round_bf16(x), _to_e5m2(x, fl32(1/grad_scale)))."""
+    import jax_triton as jt
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def helpers_kernel(x_ptr, inv_scale, rcp_ptr, bf_ptr, q_ptr, N: tl.constexpr, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+        inside = offs < N
+        x = tl.load(x_ptr + offs, mask=inside, other=1.0)
+        tl.store(rcp_ptr + offs, softcap_ce._reciprocal_newton(x), mask=inside)
+        tl.store(bf_ptr + offs, softcap_ce._round_bf16(x), mask=inside)
+        tl.store(q_ptr + offs, softcap_ce._to_e5m2(x, inv_scale, True), mask=inside)
+
+    n = x.size
+    f32 = jax.ShapeDtypeStruct((n,), jnp.float32)
+    return [np.asarray(o) for o in jt.triton_call(
+        jnp.asarray(x), np.float32(1) / np.float32(grad_scale), kernel=helpers_kernel,
+        out_shape=(f32, f32, jax.ShapeDtypeStruct((n,), jnp.float8_e5m2)), grid=(-(-n // 1024),), N=n, BLOCK=1024)]
+
+
+@pytest.mark.gpu
+@gpu
+def test_ce_arithmetic_helpers_against_numpy():
+    """The fused CE kernel's own arithmetic against numpy and ml_dtypes: the FMA-pipe reciprocal within one ulp of 1/x
+    on [1, 2^125] (its range in the sigmoid); the bf16 rounding, the bits of ml_dtypes' round to nearest even for
+    fp32 patterns of every kind (±0, subnormals, ties, ±inf, NaN stays NaN); the e5m2 quantiser, ops.quantize_fp8's
+    bits of the bf16 value, also past e5m2's range and at ±inf."""
+    rng = np.random.default_rng(0)
+    ones_to_big = np.exp2(rng.uniform(0, 125, 200_000)).astype(np.float32)
+    x = np.concatenate([np.float32([1, 1.5, 2, 3, 2.0**125, 2.0**125 + 1]), np.nextafter(np.float32(2), np.float32(0))[None],
+                        ones_to_big, (1 + rng.uniform(0, 1, 100_000)).astype(np.float32)])
+    rcp = _helper_outputs(x, 1.0)[0]
+    exact = 1 / x.astype(np.float64)
+    assert np.all(np.abs(rcp - exact) <= np.spacing(np.abs(rcp)).astype(np.float64)), "reciprocal off by more than 1 ulp"
+
+    patterns = rng.integers(0, 2**32, 400_000, dtype=np.uint64).astype(np.uint32)
+    ties = (rng.integers(0, 2**16, 1000, dtype=np.uint32) << 16) | 0x8000  # exactly halfway between two bf16
+    special = np.float32([0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 3.3e38, -3.3e38]).view(np.uint32)
+    x = np.concatenate([patterns, ties, special]).view(np.float32)
+    scale = SCALES[2]
+    _, bf, q = _helper_outputs(x, scale)
+    want = x.astype(ml_dtypes.bfloat16).astype(np.float32)
+    nan = np.isnan(x)
+    assert np.array_equal(np.isnan(bf), nan)
+    assert np.array_equal(bf[~nan].view(np.uint32), want[~nan].view(np.uint32))
+
+    # quantize_fp8 of the bf16 value, on values spread over e5m2's whole range and past it
+    y = np.concatenate([(rng.standard_normal(200_000) * np.exp2(rng.uniform(-30, 20, 200_000))).astype(np.float32),
+                        np.float32([57344, 60000, 61439, 61440, 61441, 1e6, np.inf]) * np.float32(scale),
+                        -np.float32([57344, 61440, 1e6, np.inf]) * np.float32(scale)])
+    _, _, q = _helper_outputs(y, scale)
+    ref = np.asarray(ops.quantize_fp8(jnp.asarray(y).astype(jnp.bfloat16), scale, jnp.float8_e5m2))
+    assert np.array_equal(q.view(np.uint8), ref.view(np.uint8))
+    _, _, q_nan = _helper_outputs(np.float32([np.nan, -np.nan]), scale)
+    assert np.isnan(q_nan.astype(np.float32)).all(), "NaN must stay NaN (a clamp by min/max would hide it)"
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # GPU: the fused FP8-head loss (head_loss's triton backend)
 # ----------------------------------------------------------------------------------------------------------------------
