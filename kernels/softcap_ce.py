@@ -57,24 +57,29 @@ MAX_CAP = 80.0
 # forward kernel, the backward kernel and XLA's quantiser). Since the bare MUFU instructions (_softcap) and the target
 # rewrite (_grad_row), timed alone with triton's do_bench on an H200 (2.25 ms before): 1024 columns 1.55 ms, 2048 1.53;
 # 8 warps 1.55, with a different reduction order and so other bits. ncu: 3.06 M cycles against 2.34 M for the six
-# special-function instructions per logit at 16 per cycle per multiprocessor, the bound that remains.
+# special-function instructions per logit at 16 per cycle per multiprocessor. The sweep below points to that pipe also
+# running each element's F2F (its bf16 rounding) and the packed e5m2 F2FPs: 7.5 per logit, 2.9 M cycles. Since the
+# rounding is one packed cvt per two elements (_round_bf16) and the forward pass's reciprocal is on the FMA pipe
+# (_reciprocal_newton): 1.659 -> 1.334 ms at T = 16,384 on an H200 (the forward kernel 0.721 -> 0.578 ms), a sweep of
+# eight variants in docs/results/2026-12-03-h200-thirteenth (the gradient pass's reciprocal there instead, or in both
+# passes, or integer rounding: 1.338-1.441 ms).
 FUSED_GRAD_BLOCK = 1024
 
 if triton is not None:
-    E5M2_MAX = tl.constexpr(57344.0)  # float(jnp.finfo(jnp.float8_e5m2).max)
     LOG2E = tl.constexpr(1.4426950408889634)
-    # VARIANTS (measured on the GPU machine before one is kept)
+    # Where the sigmoid's reciprocal runs in each pass: the gradient pass does more FMA-pipe work per logit (the
+    # gradient's products, the bf16 rounding, e5m2), so its reciprocal stays on the MUFU (recipe §7 item 2: the
+    # record's formulas to fp32 rounding).
     FORWARD_NEWTON = tl.constexpr(True)
     GRAD_NEWTON = tl.constexpr(False)
-    BF16_ROUND = tl.constexpr(1)
-    CLAMP_E5M2 = tl.constexpr(False)
 
     @triton.jit
     def _ex2(x):
         """2^x as the bare MUFU.EX2 (ex2.approx.ftz). tl.exp's ex2.approx (no ftz) wraps the same instruction in range
         checks and scaling for results below fp32's normal range (x < -126). The exponents here stay above it
-        (z − cap ≥ −cap; z − lse ≥ −(cap + ln V), for caps below ~76: the record's is 23), but for the sigmoid's
-        exp(−u) at logits above ~650, where σ = 1 either way. Past that cap, p below 1e-38 becomes 0, not a denormal."""
+        ((z − cap)·log2 e ≥ −cap·log2 e; (z − lse)·log2 e ≥ −(cap + ln V)·log2 e, for caps below ~76: the record's is
+        23), but for the sigmoid's 2^t at logits above ~650, where σ = 1 either way. Past that cap, p below 1e-38
+        becomes 0, not a denormal."""
         return tl.inline_asm_elementwise("ex2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True,
                                          pack=1)
 
@@ -196,21 +201,14 @@ if triton is not None:
 
     @triton.jit
     def _round_bf16(x):
-        """bf16(x) (round to nearest even) back in fp32, the bits of x.to(bf16).to(fp32). That pair is one F2F per
-        element on the special-function pipe with the MUFUs; BF16_ROUND 1: one packed cvt per two elements (F2FP)
-        and two integer moves; 2: integer rounding of the fp32 bits (NaN kept)."""
-        if BF16_ROUND == 1:
-            bits = tl.inline_asm_elementwise(
-                "{ .reg .b32 t; cvt.rn.bf16x2.f32 t, $3, $2; shl.b32 $0, t, 16; and.b32 $1, t, 0xffff0000; }",
-                "=r,=r,r,r", [x.to(tl.int32, bitcast=True)], dtype=tl.int32, is_pure=True, pack=2)
-            y = bits.to(tl.float32, bitcast=True)
-        elif BF16_ROUND == 2:
-            b = x.to(tl.uint32, bitcast=True)
-            r = ((b + 0x7FFF + ((b >> 16) & 1)) & 0xFFFF0000).to(tl.float32, bitcast=True)
-            y = tl.where(x == x, r, x)
-        else:
-            y = x.to(tl.bfloat16).to(tl.float32)
-        return y
+        """bf16(x), round to nearest even, back in fp32: the bits of x.to(bf16).to(fp32) (NaN stays NaN). That pair
+        is an F2F per element, on the special-function pipe with the MUFUs; this is one packed cvt (F2FP) per two
+        elements and two integer moves (1.433 against 1.572 ms for the fused kernel, the sweep in FUSED_GRAD_BLOCK's
+        note)."""
+        bits = tl.inline_asm_elementwise(
+            "{ .reg .b32 t; cvt.rn.bf16x2.f32 t, $3, $2; shl.b32 $0, t, 16; and.b32 $1, t, 0xffff0000; }",
+            "=r,=r,r,r", [x.to(tl.int32, bitcast=True)], dtype=tl.int32, is_pure=True, pack=2)
+        return bits.to(tl.float32, bitcast=True)
 
     @triton.jit
     def _to_e5m2(grad, grad_scale, BY_RECIPROCAL: tl.constexpr):
@@ -224,8 +222,6 @@ if triton is not None:
             x = _round_bf16(grad) * grad_scale
         else:
             x = tl.math.div_rn(_round_bf16(grad), grad_scale)
-        if CLAMP_E5M2:
-            x = tl.minimum(tl.maximum(x, -E5M2_MAX), E5M2_MAX)
         return x.to(tl.float8e5, fp_downcast_rounding="rtne")
 
     @triton.jit

@@ -50,8 +50,11 @@ def test_the_record_steps_kernels_compile_for_sm90():
             # What makes the CE kernels fast (docs/results/2026-12-01-h200-ce-kernel): exp and the sigmoid's 1/x as
             # the bare MUFU instructions, without tl.exp's and the division's range checks (104 FSETP before), and no
             # per-column compare against the targets (82 ISETP before). A refactor that brings either back fails here.
+            # And no single-element F2F (the gradient's bf16 rounding as one packed cvt per two elements): F2F runs on
+            # the special-function pipe with the MUFUs (docs/results/2026-12-03-h200-thirteenth, 1.57 -> 1.43 ms).
             ops = x["sass_opcodes"]
             assert ops.get("FSETP", 0) <= 4 and ops.get("ISETP", 0) <= 40, (x["name"], ops)
+            assert ops.get("F2F", 0) == 0, (x["name"], ops)
 
 
 def test_the_separate_head_and_cross_entropy_kernels_compile_for_sm90():
