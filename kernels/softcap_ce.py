@@ -54,7 +54,7 @@ MAX_CAP = 80.0
 # The fused FP8-head loss (head_loss below): the forward pass of the row is the forward kernel's, with its launch, so
 # lse and the loss are bit for bit the forward kernel's. The gradient pass's block, swept on an H200 at T = 16,384
 # (4 warps): 1024 columns 2.61 ms, 2048 2.63, 4096 2.90; with 8 warps 2.63-3.31 (against 0.75 + 1.41 + 1.00 ms for the
-# forward kernel, the backward kernel and XLA's quantiser). Since the bare MUFU instructions (_softcap) and the target
+# forward kernel, the backward kernel and XLA's quantiser). Since the bare MUFU instructions (_ex2, _reciprocal) and the target
 # rewrite (_grad_row), timed alone with triton's do_bench on an H200 (2.25 ms before): 1024 columns 1.55 ms, 2048 1.53;
 # 8 warps 1.55, with a different reduction order and so other bits. ncu: 3.06 M cycles against 2.34 M for the six
 # special-function instructions per logit at 16 per cycle per multiprocessor. The sweep below points to that pipe also

@@ -486,7 +486,7 @@ def test_ce_arithmetic_helpers_against_numpy():
     special = np.float32([0, -0.0, np.inf, -np.inf, np.nan, 1e-40, -1e-40, 3.3e38, -3.3e38]).view(np.uint32)
     x = np.concatenate([patterns, ties, special]).view(np.float32)
     scale = SCALES[2]
-    _, bf, q = _helper_outputs(x, scale)
+    _, bf, _ = _helper_outputs(x, scale)
     want = x.astype(ml_dtypes.bfloat16).astype(np.float32)
     nan = np.isnan(x)
     assert np.array_equal(np.isnan(bf), nan)
