@@ -49,11 +49,14 @@ MODEL = ModelConfig(
     # up to 65,536 tokens of a device's virtual ranks in one forward: on one GPU 4 / 2 / 1 ranks per forward in phases
     # 1 / 2 / 3 (on 8 GPUs, one rank each, as the reference). Measured on an H200: phase 1 -8.7%, phase 2 -6.1%, the
     # same curve (step 300: 3.0577 against 3.0564), peak 34.9 GB (docs/results/2026-12-01-h200-merged-ranks).
-    # 98,304 (2 ranks per forward in phase 3 and the extension) made those 3.6% / 4.0% faster in an all-phase bench
-    # with jax's default preallocation (peak 52.6 GB, docs/results/2026-12-02-h200-table), but its 46.9 GiB scratch
-    # buffer did not fit after phases 1-2 with preallocation off (docs/results/2026-12-02-h200-compile), and it is
-    # untried on 80 GB GPUs; 131,072 ran out of memory. 0 runs one rank per forward.
+    # 0 runs one rank per forward.
     train_forward_tokens=65536,
+    # more where jax's preallocated pool is large enough (engine.forward_tokens_for_memory; jax preallocates 75% of a
+    # GPU unless told not to): 98,304 (2 ranks per forward in phase 3 and the extension) was 1.5-4% faster there at a
+    # 52.6 GB peak (docs/results/2026-12-02-h200-table, -thirteenth), but its 46.9 GiB scratch did not fit after
+    # phases 1-2 with preallocation off (docs/results/2026-12-02-h200-compile); 131,072 (8 / 4 ranks per forward in
+    # phases 1 / 2) ran out of memory with preallocation off. Below 64 GiB (an 80 GB GPU at 75%), 65,536.
+    forward_tokens_by_memory=((96, 131072), (64, 98304)),
 )
 
 _SMALL = (0.9, 0.99)

@@ -37,6 +37,7 @@ def get_config():
         fp8_head=False,  # CPUs have no FP8 matmul; the bf16 head is the eval path of the record
         eval_token_chunk=1024,
         train_forward_tokens=0,  # one rank per forward (the CPU gains nothing from merging them)
+        forward_tokens_by_memory=(),  # on a GPU too: record60's table is sized for its model
     )
     schedule = dataclasses.replace(
         base.schedule,

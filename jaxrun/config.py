@@ -77,6 +77,11 @@ class ModelConfig:
     # (The cudnn attention backend's softmax statistics grow with the square of a forward's tokens: 3 GB a layer at
     # 131,072; the triton and xla backends' memory grows linearly.)
     train_forward_tokens: int = 0
+    # Larger forwards where the memory allows: (GiB, tokens) pairs. Where every device's allocator has a preallocated
+    # pool of at least GiB, a forward takes up to the largest such entry's tokens instead of train_forward_tokens.
+    # Decided once at the start (engine.forward_tokens_for_memory); config.json records the tokens that ran, with this
+    # table emptied, so a resumed run keeps them. () = train_forward_tokens everywhere.
+    forward_tokens_by_memory: tuple[tuple[int, int], ...] = ()
 
     def backend(self, op: str) -> str:
         return dict(self.backends)[op]
@@ -298,7 +303,7 @@ _RANGES = (
     ("model", "init_fc_bound", 0, True, None), ("model", "init_lm_head_std", 0, True, None),
     ("model", "rms_eps", 0, False, None), ("model", "rope_min_freq", 0, False, 1),
     ("model", "fp8_scales", 0, False, None), ("model", "eval_token_chunk", 1, True, None),
-    ("model", "train_forward_tokens", 0, True, None),
+    ("model", "train_forward_tokens", 0, True, None), ("model", "forward_tokens_by_memory", 1, True, None),
     ("optim", "muon_lr", 0, False, None), ("optim", "muon_momentum_range", 0, True, 1),
     ("optim", "muon_beta2", 0, True, 1), ("optim", "muon_weight_decay", 0, True, None),
     ("optim", "polar_express_norm_scale", 0, False, None), ("optim", "polar_express_eps", 0, True, None),
@@ -339,8 +344,13 @@ def check_ranges(cfg: Config) -> None:
 
 def validate(cfg: Config) -> None:
     """Every numeric field's range, then cross-field checks that a single override can break."""
-    check_ranges(cfg)
     m, s = cfg.model, cfg.schedule
+    table = m.forward_tokens_by_memory
+    if not all(isinstance(e, tuple) and len(e) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in e)
+               for e in table):
+        raise ConfigError(f"model.forward_tokens_by_memory = {table!r}: expected (GiB, tokens) pairs of integers, "
+                          f"e.g. ((64, 98304),), or () to use model.train_forward_tokens everywhere")
+    check_ranges(cfg)
     if m.num_heads * m.head_dim != m.model_dim:
         raise ConfigError(f"model.num_heads * model.head_dim ({m.num_heads} * {m.head_dim}) must equal model.model_dim ({m.model_dim})")
     if m.head_dim % 4:

@@ -81,7 +81,8 @@ def oom_message(what: str, cfg: Config, num_devices: int, err_text: str = "") ->
     local = cfg.data.num_ranks // num_devices
     largest = max(group * tokens for group, tokens in phase_forwards(cfg, num_devices))  # not always the last phase's
     merged = (f" Forwards merge ranks' rows (model.train_forward_tokens={cfg.model.train_forward_tokens}); "
-              f"--set model.train_forward_tokens=0 runs one rank per forward." if largest > per_rank else "")
+              f"--set model.forward_tokens_by_memory=() --set model.train_forward_tokens=0 runs one rank per forward."
+              if largest > per_rank else "")
     return (
         f"out of device memory while {what}. Each of the {num_devices} device(s) processes up to {per_rank * local:,} "
         f"tokens per step, in forwards of up to {largest:,}.{merged} "
@@ -276,11 +277,50 @@ def eval_variant(cfg: Config, s: int) -> tuple[tuple[int, int], bool]:
     return (short, long), schedule.tied_at(s, cfg.schedule)
 
 
-def resolved_config(cfg: Config) -> Config:
-    """cfg with "auto" backends replaced by the ones that will run here, decided once at the start: config.json and the
-    log record what ran, and a resumed run keeps the kernels it started with."""
+def forward_tokens_for_memory(cfg: Config, pool_bytes: int | None) -> tuple[int, str]:
+    """(tokens per forward, why): the largest entry of cfg.model.forward_tokens_by_memory whose GiB the smallest
+    device pool ``pool_bytes`` holds, else cfg.model.train_forward_tokens. ``pool_bytes`` is None where the allocator
+    has no preallocated pool (device_memory_pool): a larger forward's scratch is one piece of tens of GiB, which a
+    growing allocator was measured not to find after the smaller phases ran (docs/results/2026-12-02-h200-compile)."""
+    base, table = cfg.model.train_forward_tokens, cfg.model.forward_tokens_by_memory
+    if not table:
+        return base, "model.train_forward_tokens"
+    if pool_bytes is None:
+        return base, ("no preallocated device memory pool (XLA_PYTHON_CLIENT_PREALLOCATE=false, another allocator, "
+                      "or a backend without memory figures such as the CPU), so not model.forward_tokens_by_memory")
+    gib = pool_bytes / 2**30
+    fits = [(tokens, need) for need, tokens in table if gib >= need and tokens > base]
+    if not fits:
+        return base, f"a {gib:.1f} GiB memory pool, below model.forward_tokens_by_memory's {min(n for n, _ in table)} GiB"
+    tokens, need = max(fits)
+    return tokens, f"a {gib:.1f} GiB memory pool, at least model.forward_tokens_by_memory's {need} GiB"
+
+
+def device_memory_pool(devices=None) -> int | None:
+    """The smallest preallocated allocator pool over ``devices`` (default: this process's) and every other process, in
+    bytes; None where any of them has none: preallocation off (XLA_PYTHON_CLIENT_PREALLOCATE=false), a non-BFC
+    allocator (XLA_PYTHON_CLIENT_ALLOCATOR=platform or cuda_async), or no memory figures (CPU)."""
+    devices = jax.local_devices() if devices is None else devices
+    off = os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "true").lower() in ("false", "0")
+    off = off or os.environ.get("XLA_PYTHON_CLIENT_ALLOCATOR", "default").lower() not in ("default", "bfc")
+    limits = [(d.memory_stats() or {}).get("bytes_limit") for d in devices]
+    pool = 0 if off or not limits or None in limits else min(limits)
+    if jax.process_count() > 1:  # every process must compile the same programs
+        from jax.experimental import multihost_utils
+        pool = int(np.min(multihost_utils.process_allgather(np.asarray([pool], np.int64))))
+    return pool or None
+
+
+def resolved_config(cfg: Config, memory_pool=device_memory_pool) -> Config:
+    """cfg with "auto" backends replaced by the ones that will run here and the tokens per forward that this memory
+    allows (forward_tokens_for_memory of ``memory_pool()``), decided once at the start: config.json and the log
+    record what ran, and a resumed run keeps the kernels and forwards it started with."""
     backends = tuple(ops.resolve_backends(cfg.model.backends).items())
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backends=backends))
+    tokens = cfg.model.train_forward_tokens
+    if cfg.model.forward_tokens_by_memory:
+        tokens, _ = forward_tokens_for_memory(cfg, memory_pool())
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backends=backends, train_forward_tokens=tokens,
+                                                              forward_tokens_by_memory=()))
 
 
 def enable_compile_cache(cfg: Config) -> str | None:
@@ -312,6 +352,7 @@ class Session:
     shapes: dict  # the state's ShapeDtypeStructs (init_state under eval_shape)
     shardings: dict  # the state's shardings (state_shardings)
     lowering_cache: LoweringCache = LoweringCache(None)  # cfg.run.lowering_cache_dir's, keyed for this run
+    forward_tokens_note: str = ""  # how cfg.model.train_forward_tokens was decided (forward_tokens_for_memory)
 
     @property
     def num_devices(self) -> int:
@@ -326,7 +367,9 @@ def setup(cfg: Config, devices: int | None = None, announce=print) -> Session:
     (tokenizing or downloading them as the config says), open the training loader and put the validation batches on
     the devices. Multi-host JAX must already be started (sharding.init_distributed). Raises ConfigError when the
     device count does not divide the virtual ranks, data.DataError when the shards cannot be had."""
-    cfg = resolved_config(cfg)
+    pool = device_memory_pool() if cfg.model.forward_tokens_by_memory else None
+    tokens, why = forward_tokens_for_memory(cfg, pool)
+    cfg = resolved_config(cfg, memory_pool=lambda: pool)
     try:
         mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:devices] if devices else None)
     except ValueError as err:  # a device count that does not divide the virtual ranks: the user's choice to change
@@ -339,7 +382,8 @@ def setup(cfg: Config, devices: int | None = None, announce=print) -> Session:
     loader = data_lib.TrainLoader(cfg.data, ranks)
     return Session(cfg=cfg, kernels=ops.kernels(cfg.model.backends), mesh=mesh, ranks=ranks, loader=loader,
                    val_batches=val_batches, shapes=shapes, shardings=state_shardings(shapes, mesh),
-                   lowering_cache=LoweringCache.for_run(cfg, mesh))
+                   lowering_cache=LoweringCache.for_run(cfg, mesh),
+                   forward_tokens_note=f"tokens per forward: at most {tokens:,}, from {why}")
 
 
 def initial_state(session: Session) -> dict:

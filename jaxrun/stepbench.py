@@ -279,6 +279,9 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
         "peak_tflops_per_device": peak,
         "backends": configured,
         "backends_resolved": dict(cfg.model.backends),
+        "train_forward_tokens": cfg.model.train_forward_tokens,
+        "forward_tokens_note": session.forward_tokens_note,
+        "forward_plan": engine.forward_plan(cfg, num_devices),
         "options": dataclasses.asdict(opts) | {"phases": list(phases)},
     }
     if reference is not None:  # JSON keys are strings
@@ -287,6 +290,7 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
     peak_text = f"{peak:.0f} TFLOP/s bf16 dense per device" if peak else "unknown (MFU n/a)"
     announce(f"{num_devices} x {device_kind}, peak {peak_text}; "
              f"config {cfg.name}; backends {', '.join(f'{op}={b}' for op, b in result['backends_resolved'].items())}")
+    announce(f"{session.forward_tokens_note}; per device: {'; '.join(result['forward_plan'])}")
     try:
         if opts.cold_compile:
             announce("compiling every step variant: cold (empty persistent cache), then warm (from it)")

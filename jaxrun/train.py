@@ -195,6 +195,7 @@ class _Run:
                 (opts.run_dir / "config.json").write_text(to_json(cfg))
             for line in header_lines(cfg, session.mesh, opts):
                 log.print(line)
+            log.print(session.forward_tokens_note)
             if cache:
                 log.print(f"persistent compilation cache: {cache}")
             if session.lowering_cache.directory:

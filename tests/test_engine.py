@@ -1,6 +1,7 @@
 """The training engine (jaxrun/engine.py): its gradient function against the plain autodiff of the model's loss."""
 
 import dataclasses
+import json
 import re
 
 import jax
@@ -8,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxrun import config as config_lib
 from jaxrun import engine, model, sharding
 from jaxrun.config import CONFIG_DIR, load_config
 
@@ -86,6 +88,66 @@ def test_ranks_per_forward_takes_the_largest_divisor_within_the_budget():
     assert engine.forward_plan(with_budget(131072), 1) == [
         "phase 1: 8 rank(s) as 1 forward(s) of 131,072 tokens", "phase 2: 8 rank(s) as 2 forward(s) of 131,072 tokens",
         "phase 3: 8 rank(s) as 4 forward(s) of 98,304 tokens"]
+
+
+GIB = 2**30
+
+
+def test_forward_tokens_follow_the_memory_pool_table():
+    cfg = load_config(CONFIG_DIR / "record60.py", ["model.forward_tokens_by_memory=((96, 131072), (64, 98304))"])
+    pick = lambda pool: engine.forward_tokens_for_memory(cfg, pool)[0]  # noqa: E731
+    assert cfg.model.train_forward_tokens == 65536
+    assert pick(None) == 65536  # no preallocated pool: the fallback
+    assert pick(63 * GIB) == 65536  # an 80 GB GPU at jax's default 75%, or a 141 GB one at 45%
+    assert pick(64 * GIB) == 98304  # the bound is inclusive
+    assert pick(95 * GIB) == 98304
+    assert pick(105 * GIB) == 131072  # a 141 GB GPU at 75%: the largest entry that fits
+    tokens, why = engine.forward_tokens_for_memory(cfg, 63 * GIB)
+    assert why == "a 63.0 GiB memory pool, below model.forward_tokens_by_memory's 64 GiB"
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE=false" in engine.forward_tokens_for_memory(cfg, None)[1]
+    # an entry not above the fallback never lowers it; an empty table is the fallback everywhere
+    low = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, forward_tokens_by_memory=((8, 16384),)))
+    assert engine.forward_tokens_for_memory(low, 105 * GIB)[0] == 65536
+    empty = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, forward_tokens_by_memory=()))
+    assert engine.forward_tokens_for_memory(empty, 105 * GIB) == (65536, "model.train_forward_tokens")
+
+    # resolved once: the tokens that will run, the table emptied, so config.json (and a resume) keeps them
+    asked = []
+    resolved = engine.resolved_config(cfg, memory_pool=lambda: asked.append(1) or 70 * GIB)
+    assert (resolved.model.train_forward_tokens, resolved.model.forward_tokens_by_memory) == (98304, ())
+    assert engine.resolved_config(resolved, memory_pool=lambda: asked.append(1) or 105 * GIB) == resolved
+    assert asked == [1]  # a resolved config does not look at the devices again
+    assert config_lib.from_dict(json.loads(config_lib.to_json(resolved))) == resolved
+    assert engine.forward_plan(resolved, 1)[2] == "phase 3: 8 rank(s) as 4 forward(s) of 98,304 tokens"
+
+
+class _FakeDevice:
+    def __init__(self, stats):
+        self.stats = stats
+
+    def memory_stats(self):
+        return self.stats
+
+
+def test_device_memory_pool_needs_a_preallocated_pool_on_every_device(monkeypatch):
+    big, small = _FakeDevice({"bytes_limit": 105 * GIB}), _FakeDevice({"bytes_limit": 70 * GIB})
+    for name in ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_ALLOCATOR"):
+        monkeypatch.delenv(name, raising=False)
+    assert engine.device_memory_pool([big, small]) == 70 * GIB  # the smallest device decides
+    assert engine.device_memory_pool([big, _FakeDevice(None)]) is None  # a device without figures (the CPU's)
+    assert engine.device_memory_pool([_FakeDevice({})]) is None
+    for env, value, pool in (("XLA_PYTHON_CLIENT_PREALLOCATE", "false", None), ("XLA_PYTHON_CLIENT_PREALLOCATE", "0", None),
+                             ("XLA_PYTHON_CLIENT_PREALLOCATE", "true", 105 * GIB),
+                             ("XLA_PYTHON_CLIENT_ALLOCATOR", "platform", None), ("XLA_PYTHON_CLIENT_ALLOCATOR", "bfc", 105 * GIB)):
+        monkeypatch.setenv(env, value)
+        assert engine.device_memory_pool([big]) == pool, (env, value)
+        monkeypatch.delenv(env)
+
+
+def test_forward_tokens_table_is_checked_at_load():
+    for bad in ("(64, 98304)", "((64,),)", "((64.5, 98304),)", "((64, 'a'),)", "((-1, 98304),)"):
+        with pytest.raises(config_lib.ConfigError, match="forward_tokens_by_memory"):
+            load_config(CONFIG_DIR / "record60.py", [f"model.forward_tokens_by_memory={bad}"])
 
 
 def test_merged_ranks_give_the_per_rank_loss_and_gradients():
