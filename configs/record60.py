@@ -51,12 +51,14 @@ MODEL = ModelConfig(
     # same curve (step 300: 3.0577 against 3.0564), peak 34.9 GB (docs/results/2026-12-01-h200-merged-ranks).
     # 0 runs one rank per forward.
     train_forward_tokens=65536,
-    # more where jax's preallocated pool is large enough (engine.forward_tokens_for_memory; jax preallocates 75% of a
-    # GPU unless told not to): 98,304 (2 ranks per forward in phase 3 and the extension) was 1.5-4% faster there at a
-    # 52.6 GB peak (docs/results/2026-12-02-h200-table, -thirteenth), but its 46.9 GiB scratch did not fit after
-    # phases 1-2 with preallocation off (docs/results/2026-12-02-h200-compile); 131,072 (8 / 4 ranks per forward in
-    # phases 1 / 2) ran out of memory with preallocation off. Below 64 GiB (an 80 GB GPU at 75%), 65,536.
-    forward_tokens_by_memory=((96, 131072), (64, 98304)),
+    # 98,304 (2 ranks per forward in phase 3 and the extension) where jax's preallocated pool holds 64 GiB
+    # (engine.forward_tokens_for_memory; jax preallocates 75% of a GPU unless told not to, 105 GiB on an H200): 1.3%
+    # faster there in the training loop, same curve (step 300 of a 260-step schedule: 2.4799 against 2.4813), peak
+    # 52.6 GB against 34.9 (docs/results/2026-12-03-h200-fourteenth). Its 46.9 GiB scratch did not fit after phases 1-2
+    # with preallocation off (docs/results/2026-12-02-h200-compile), hence the preallocated pool. 131,072 in phases 1-2
+    # (8 / 4 ranks per forward) was measured at 1.002 / 0.992 of 65,536 for a 67.7 GB peak: not taken. Below 64 GiB
+    # (an 80 GB GPU at 75%), 65,536 everywhere.
+    forward_tokens_by_memory=((64, 98304),),
 )
 
 _SMALL = (0.9, 0.99)
