@@ -1,4 +1,4 @@
-"""fa_dsdq.py's backward (dK dV writes the dS tiles, dQ reads them) against the committed kernels' (dQ recomputes them)
+"""The backward of dsdq.patch (kernels/flash_attention.py with it applied) (dK dV writes the dS tiles, dQ reads them) against the committed kernels' (dQ recomputes them)
 and an fp64 numpy reference, in triton's interpreter on the CPU, at the record's tile shapes and small T. Needs torch
 (CPU), triton and jax (for the block plans) in one environment:
 
@@ -36,8 +36,21 @@ def load(name, path):
     return mod
 
 
+def patched(patch):
+    """kernels/flash_attention.py with ``patch`` applied (git apply outside a repository, in a temporary folder)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    work = tempfile.mkdtemp()
+    os.makedirs(os.path.join(work, "kernels"))
+    shutil.copy(os.path.join(ROOT, "kernels/flash_attention.py"), os.path.join(work, "kernels"))
+    subprocess.run(["git", "apply", os.path.join(HERE, patch)], cwd=work, check=True)
+    return os.path.join(work, "kernels/flash_attention.py")
+
+
 base = load("fa_base", os.path.join(ROOT, "kernels/flash_attention.py"))
-new = load("fa_dsdq", os.path.join(HERE, "fa_dsdq.py"))
+new = load("fa_dsdq", patched("dsdq.patch"))
 
 
 _dot = _interp.InterpreterBuilder.create_dot

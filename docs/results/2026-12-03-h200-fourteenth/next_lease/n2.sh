@@ -1,9 +1,9 @@
-# Next lease, command 2 (only if n1 says the variant pays; same machine, right after): with fa_dsdq.py installed, the
+# Next lease, command 2 (only if n1 says the variant pays; same machine, right after): with dsdq.patch applied, the
 # attention and engine GPU tests beside the 300-step curve (preallocated at 45%: 65,536 tokens per forward, as the
 # curves on record), then the fp8 audit's if time is left
 source .carry/setup.sh
 mkdir -p /tmp/fa; cp kernels/flash_attention.py /tmp/fa/fa_base.py
-cp docs/results/2026-12-03-h200-fourteenth/next_lease/fa_dsdq.py kernels/flash_attention.py
+git apply docs/results/2026-12-03-h200-fourteenth/next_lease/dsdq.patch
 el curve; env -u XLA_PYTHON_CLIENT_PREALLOCATE XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 timeout $(left 300) python3 -m jaxrun.train \
   --config configs/record60.py $P --set run.val_every=100 --set run.seed=0 --name c300ds --stop-at 301 > $R/train_c300.txt 2>&1 &
 TR=$!
