@@ -129,10 +129,14 @@ def run(mod, q, k, v, dout, seg_ids, scale, window, cfgs):
 
 fails = 0
 rng = np.random.default_rng(0)
-for t, h, d, window, docs in ((512, 2, 128, 100, (0, 90, 300)), (512, 2, 128, 1000, (0, 200)), (384, 3, 128, 130, (0,)),
-                              (256, 2, 64, 70, (0, 17, 64, 65, 200))):
+# dq_m: the dQ tile's query rows (None: the tuned table's); 64 is n1.sh's second variant (dsdq64), 2 dK dV tiles per row block
+for t, h, d, window, docs, dq_m in ((512, 2, 128, 100, (0, 90, 300), None), (512, 2, 128, 1000, (0, 200), None),
+                                    (384, 3, 128, 130, (0,), None), (512, 2, 128, 100, (0, 90, 300), 64),
+                                    (256, 2, 64, 70, (0, 17, 64, 65, 200), None)):
     cfgs = new.config_for(window, d)
     assert dataclasses.astuple(cfgs) == dataclasses.astuple(base.config_for(window, d))
+    if dq_m:
+        cfgs = dataclasses.replace(cfgs, dq=dataclasses.replace(cfgs.dq, block_m=dq_m))
     seg = np.zeros(t, np.int32)
     for s0 in docs[1:]:
         seg[s0:] += 1
@@ -143,7 +147,7 @@ for t, h, d, window, docs in ((512, 2, 128, 100, (0, 90, 300)), (512, 2, 128, 10
     got_base = run(base, q, k, v, dout, seg, scale, w, cfgs)
     got_new = run(new, q, k, v, dout, seg, scale, w, cfgs)
     ref = reference(q, k, v, dout, seg, scale, w)
-    line = f"T={t} H={h} D={d} W={window} docs={len(docs)}:"
+    line = f"T={t} H={h} D={d} W={window} docs={len(docs)} dQ tile {cfgs.dq.block_m}x{cfgs.dq.block_n}:"
     for name, a, b, r in zip(("out", "dq", "dk", "dv", "dscale"), got_base, got_new, ref):
         a, b, r = (np.asarray(x, np.float64) for x in (a, b, r))
         same = np.array_equal(a, b)

@@ -4,6 +4,10 @@
 source .carry/setup.sh
 mkdir -p /tmp/fa; cp kernels/flash_attention.py /tmp/fa/fa_base.py
 git apply docs/results/2026-12-03-h200-fourteenth/next_lease/dsdq.patch
+if [ "${PICK:-dsdq}" = dsdq64 ]; then  # n1's pick: PICK=dsdq64 bash n2.sh
+  sed -i 's/KernelConfig(128, 64, 8, 3), KernelConfig(32, 64, 4, 3)/KernelConfig(64, 64, 4, 3), KernelConfig(32, 64, 4, 3)/' kernels/flash_attention.py
+fi
+el "installed ${PICK:-dsdq}"
 el curve; env -u XLA_PYTHON_CLIENT_PREALLOCATE XLA_PYTHON_CLIENT_MEM_FRACTION=0.45 timeout $(left 300) python3 -m jaxrun.train \
   --config configs/record60.py $P --set run.val_every=100 --set run.seed=0 --name c300ds --stop-at 301 > $R/train_c300.txt 2>&1 &
 TR=$!
