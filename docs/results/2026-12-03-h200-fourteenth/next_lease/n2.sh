@@ -12,9 +12,9 @@ el curve; env -u XLA_PYTHON_CLIENT_PREALLOCATE XLA_PYTHON_CLIENT_MEM_FRACTION=0.
   --config configs/record60.py $P --set run.val_every=100 --set run.seed=0 --name c300ds --stop-at 301 > $R/train_c300.txt 2>&1 &
 TR=$!
 sleep 5
-el tests; timeout $(left 560) python3 -m pytest -q -m gpu -n 0 -p no:cacheprovider -rA tests/test_kernels_attention.py \
+el tests; timeout $(left 560) python3 -m pytest -v -m gpu -n 0 -p no:cacheprovider -rfEs tests/test_kernels_attention.py \
   tests/test_engine.py > $R/gpu_tests.txt 2>&1; el "tests exit $?"
 wait $TR; el "train exit $?"; cp runs/c300ds/metrics.jsonl $R/metrics_c300.jsonl 2>/dev/null
 cp /tmp/fa/fa_base.py kernels/flash_attention.py  # the committed kernels again (not git: the device copy has an older git directory)
 finish
-grep val_loss $R/train_c300.txt | tail -4; grep -E "^FAILED|passed|failed" $R/gpu_tests.txt | tail -5; cat $R/timeline.txt
+grep val_loss $R/train_c300.txt | tail -4; grep -cE " PASSED" $R/gpu_tests.txt; grep -E "FAILED|ERROR|passed|failed" $R/gpu_tests.txt | tail -8; cat $R/timeline.txt
