@@ -1,6 +1,6 @@
 # Next lease, command 2 (only if n1 says the variant pays; same machine, right after): with dsdq.patch applied, the
 # attention and engine GPU tests beside the 300-step curve (preallocated at 45%: 65,536 tokens per forward, as the
-# curves on record), then the fp8 audit's if time is left
+# curves on record)
 source .carry/setup.sh
 mkdir -p /tmp/fa; cp kernels/flash_attention.py /tmp/fa/fa_base.py
 git apply docs/results/2026-12-03-h200-fourteenth/next_lease/dsdq.patch
