@@ -442,13 +442,13 @@ def tune_attention(cfg: Config | None = None, labels=TUNE_SHAPES, kernels=tuple(
             backward = kernel != "fwd"
             args = (q, k, v, seg_ids, dout) if backward else (q, k, v, seg_ids)
             for tiles in candidates:
-                config = dataclasses.replace(base, **{kernel: fa.KernelConfig(*tiles)})
-                fn = attention_call(fa.attention, scale=scale, window=shape.window, backward=backward, config=config)
                 row = {"shape": shape.label, "rows": shape.rows, "heads": shape.heads, "window": shape.window,
                        "kernel": kernel, "tiles": tiles, "is_table": getattr(base, kernel) == fa.KernelConfig(*tiles)}
-                try:
+                try:  # a tile the kernels refuse with the table's other two, or that does not compile or run, is reported
+                    config = dataclasses.replace(base, **{kernel: fa.KernelConfig(*tiles)})
+                    fn = attention_call(fa.attention, scale=scale, window=shape.window, backward=backward, config=config)
                     row["ms"] = time_ms(fn, args, samples=3, min_sample_s=0.01)[0]
-                except Exception as err:  # a tile that does not compile or run is reported, the sweep goes on
+                except Exception as err:  # noqa: BLE001 - the sweep goes on
                     row["error"] = f"{type(err).__name__}: {err}"[:300]
                 print(f"{shape.label:18s} T={shape.rows:6d} H={shape.heads} W={shape.window:5d} {kernel:4s} "
                       f"{str(tiles):18s} {row.get('ms', float('nan')):8.3f} ms{' (table)' if row['is_table'] else ''}"

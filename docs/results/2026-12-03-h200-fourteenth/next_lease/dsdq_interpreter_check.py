@@ -45,7 +45,7 @@ def patched(patch):
     work = tempfile.mkdtemp()
     os.makedirs(os.path.join(work, "kernels"))
     shutil.copy(os.path.join(ROOT, "kernels/flash_attention.py"), os.path.join(work, "kernels"))
-    subprocess.run(["git", "apply", os.path.join(HERE, patch)], cwd=work, check=True)
+    subprocess.run(["git", "apply", "--include=kernels/flash_attention.py", os.path.join(HERE, patch)], cwd=work, check=True)
     return os.path.join(work, "kernels/flash_attention.py")
 
 

@@ -6,7 +6,7 @@
 source .carry/setup.sh
 D=docs/results/2026-12-03-h200-fourteenth/next_lease
 mkdir -p /tmp/fa; cp kernels/flash_attention.py /tmp/fa/fa_base.py
-git apply $D/dsdq.patch && cp kernels/flash_attention.py /tmp/fa/fa_dsdq.py; cp /tmp/fa/fa_base.py kernels/flash_attention.py
+git apply --include=kernels/flash_attention.py $D/dsdq.patch && cp kernels/flash_attention.py /tmp/fa/fa_dsdq.py; cp /tmp/fa/fa_base.py kernels/flash_attention.py
 sed 's/KernelConfig(128, 64, 8, 3), KernelConfig(32, 64, 4, 3)/KernelConfig(64, 64, 4, 3), KernelConfig(32, 64, 4, 3)/' \
   /tmp/fa/fa_dsdq.py > /tmp/fa/fa_dsdq64.py; cmp -s /tmp/fa/fa_dsdq.py /tmp/fa/fa_dsdq64.py && echo "dsdq64: sed matched nothing" >> $R/timeline.txt
 el attn_bench; timeout $(left 150) python3 docs/results/2026-12-03-h200-thirteenth/attn_bench.py /tmp/fa base dsdq dsdq64 2>&1 \
