@@ -369,6 +369,7 @@ def setup(cfg: Config, devices: int | None = None, announce=print) -> Session:
     device count does not divide the virtual ranks, data.DataError when the shards cannot be had."""
     pool = device_memory_pool() if cfg.model.forward_tokens_by_memory else None
     tokens, why = forward_tokens_for_memory(cfg, pool)
+    limit = f"at most {tokens:,}" if tokens else "one rank's"  # 0: one rank per forward
     cfg = resolved_config(cfg, memory_pool=lambda: pool)
     try:
         mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:devices] if devices else None)
@@ -383,7 +384,7 @@ def setup(cfg: Config, devices: int | None = None, announce=print) -> Session:
     return Session(cfg=cfg, kernels=ops.kernels(cfg.model.backends), mesh=mesh, ranks=ranks, loader=loader,
                    val_batches=val_batches, shapes=shapes, shardings=state_shardings(shapes, mesh),
                    lowering_cache=LoweringCache.for_run(cfg, mesh),
-                   forward_tokens_note=f"tokens per forward: at most {tokens:,}, from {why}")
+                   forward_tokens_note=f"tokens per forward: {limit}, from {why}")
 
 
 def initial_state(session: Session) -> dict:
