@@ -311,16 +311,22 @@ def device_memory_pool(devices=None) -> int | None:
     return pool or None
 
 
-def resolved_config(cfg: Config, memory_pool=device_memory_pool) -> Config:
-    """cfg with "auto" backends replaced by the ones that will run here and the tokens per forward that this memory
-    allows (forward_tokens_for_memory of ``memory_pool()``), decided once at the start: config.json and the log
-    record what ran, and a resumed run keeps the kernels and forwards it started with."""
+def resolved_config_and_note(cfg: Config, memory_pool=device_memory_pool) -> tuple[Config, str]:
+    """(cfg with "auto" backends replaced by the ones that will run here and the tokens per forward that this memory
+    allows, the log line saying how those tokens were chosen), decided once at the start: config.json and the log
+    record what ran, and a resumed run keeps the kernels and forwards it started with. ``memory_pool()``
+    (device_memory_pool) is asked only when cfg has a forward_tokens_by_memory table."""
     backends = tuple(ops.resolve_backends(cfg.model.backends).items())
-    tokens = cfg.model.train_forward_tokens
-    if cfg.model.forward_tokens_by_memory:
-        tokens, _ = forward_tokens_for_memory(cfg, memory_pool())
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, backends=backends, train_forward_tokens=tokens,
-                                                              forward_tokens_by_memory=()))
+    pool = memory_pool() if cfg.model.forward_tokens_by_memory else None
+    tokens, why = forward_tokens_for_memory(cfg, pool)
+    limit = f"at most {tokens:,}" if tokens else "one rank's"  # 0: one rank per forward
+    model_cfg = dataclasses.replace(cfg.model, backends=backends, train_forward_tokens=tokens, forward_tokens_by_memory=())
+    return dataclasses.replace(cfg, model=model_cfg), f"tokens per forward: {limit}, from {why}"
+
+
+def resolved_config(cfg: Config, memory_pool=device_memory_pool) -> Config:
+    """resolved_config_and_note's config."""
+    return resolved_config_and_note(cfg, memory_pool)[0]
 
 
 def enable_compile_cache(cfg: Config) -> str | None:
@@ -367,10 +373,7 @@ def setup(cfg: Config, devices: int | None = None, announce=print) -> Session:
     (tokenizing or downloading them as the config says), open the training loader and put the validation batches on
     the devices. Multi-host JAX must already be started (sharding.init_distributed). Raises ConfigError when the
     device count does not divide the virtual ranks, data.DataError when the shards cannot be had."""
-    pool = device_memory_pool() if cfg.model.forward_tokens_by_memory else None
-    tokens, why = forward_tokens_for_memory(cfg, pool)
-    limit = f"at most {tokens:,}" if tokens else "one rank's"  # 0: one rank per forward
-    cfg = resolved_config(cfg, memory_pool=lambda: pool)
+    cfg, forward_tokens_note = resolved_config_and_note(cfg)
     try:
         mesh = sharding.make_mesh(cfg.data.num_ranks, jax.devices()[:devices] if devices else None)
     except ValueError as err:  # a device count that does not divide the virtual ranks: the user's choice to change
@@ -384,7 +387,7 @@ def setup(cfg: Config, devices: int | None = None, announce=print) -> Session:
     return Session(cfg=cfg, kernels=ops.kernels(cfg.model.backends), mesh=mesh, ranks=ranks, loader=loader,
                    val_batches=val_batches, shapes=shapes, shardings=state_shardings(shapes, mesh),
                    lowering_cache=LoweringCache.for_run(cfg, mesh),
-                   forward_tokens_note=f"tokens per forward: {limit}, from {why}")
+                   forward_tokens_note=forward_tokens_note)
 
 
 def initial_state(session: Session) -> dict:
