@@ -12,8 +12,10 @@ Work is proportional to the visible pairs: a query block visits only the key blo
 visible run without a mask; only the blocks cut by the window edge, a document start or the diagonal are masked.
 
 Forward: FlashAttention-2 (online softmax in base 2, fp32 accumulation, P rounded to bf16 for P.V), saving the output
-and the base-2 log-sum-exp. Backward: one kernel per key block for dK, dV and one per query block for dQ (no atomics,
-deterministic), with delta = rowsum(dO * O) computed in JAX. The softmax scale is a traced 1-element array (YaRN
+and the base-2 log-sum-exp. Backward: one kernel per key block for dK, dV, which also writes every dS tile it computes
+(bf16, the rounding the dQ product uses anyway) to a scratch buffer, then one kernel per query block for dQ = dS.K
+that reads those tiles instead of recomputing S, P and dP (no atomics, deterministic; one exp per score in the
+backward instead of two, one matrix product in dQ instead of three), with delta = rowsum(dO * O) computed in JAX. The softmax scale is a traced 1-element array (YaRN
 changes it, recipe §1.7), and its gradient is returned too: dL/dscale = sum_i q_i . dq_i / scale, accumulated per row
 inside the dQ kernel before the scale is applied.
 
@@ -62,6 +64,12 @@ class AttentionConfig:
     dq: KernelConfig
     dkdv: KernelConfig
 
+    def __post_init__(self):
+        # dQ reads the dK dV kernel's dS tiles: a dQ key block must be one of its key blocks, a dQ query block whole tiles
+        if self.dq.block_n != self.dkdv.block_n or self.dq.block_m % self.dkdv.block_m:
+            raise ValueError(f"dq tiles {self.dq.block_m}x{self.dq.block_n} must be whole dK dV tiles "
+                             f"{self.dkdv.block_m}x{self.dkdv.block_n}: the same key block, a multiple of its queries")
+
     @property
     def row_multiple(self) -> int:
         """Sequences are padded to a multiple of every tile dimension."""
@@ -80,8 +88,14 @@ class AttentionConfig:
 # 1.487, 1.231 vs 1.263 ms). Both adopted: the 28 attention GPU tests pass with them; the whole step is 1.1% / 0.3% /
 # 0.6% faster in phases 1 / 2 / 3 and the same in the extension (ratios 0.989 / 0.997 / 0.994 / 1.001, noise ~0.3-0.7%),
 # and the 300-step curve moves 0.002 at step 300 (docs/results/2026-12-02-h200-levers/). The row multiple stays 128.
+# Since dQ reads the dK dV kernel's dS tiles (one product per score, no exp2), its fastest tile on an H200 at phase 3's
+# calls is 64 x 64 with 4 warps: fwd+bwd 0.974 / 1.207 / 1.053 ms (short / long / paired) against 1.079 / 1.378 / 1.144
+# for the recomputing kernels, and against 1.056 / 1.320 / 1.139 with the new kernel at 128 x 64 x 8 warps; the sweep
+# at phase 1 short and extension long keeps dQ 64 x 64 (32 x 64 within noise) and dK dV 32 x 64 x 3 stages. Whole
+# step 0.990 / 0.986 / 0.986 / 0.990 of the recomputing kernels; the 300-step curve moves +0.004 at step 300
+# (docs/results/2026-12-03-h200-fifteenth/).
 _CONFIGS: dict[tuple[int, int], AttentionConfig] = {
-    (1 << 30, 128): AttentionConfig(KernelConfig(64, 64, 4, 3), KernelConfig(128, 64, 8, 3), KernelConfig(32, 64, 4, 3)),
+    (1 << 30, 128): AttentionConfig(KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3), KernelConfig(32, 64, 4, 3)),
     (1 << 30, 64): AttentionConfig(KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3), KernelConfig(64, 64, 4, 3)),
 }
 
@@ -252,57 +266,50 @@ def _attn_fwd_kernel(q_ptr, k_ptr, v_ptr, seg_start_ptr, ranges_ptr, scale_ptr, 
 
 
 @_jit
-def _dq_inner(dq, q, do, lse, delta, k_ptr, v_ptr, offs_m, lower, start_blk, end_blk, qk_scale,
-              ROW: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
-    offs_d = tl.arange(0, D)
-    for blk in range(start_blk, end_blk):
-        offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
-        k = tl.load(k_ptr + offs_n[:, None] * ROW + offs_d[None, :])
-        v = tl.load(v_ptr + offs_n[:, None] * ROW + offs_d[None, :])
-        p = tl.math.exp2(tl.dot(q, tl.trans(k)) * qk_scale - lse[:, None])
-        if MASKED:
-            visible = (offs_n[None, :] >= lower[:, None]) & (offs_n[None, :] <= offs_m[:, None])
-            p = tl.where(visible, p, 0.0)
-        dp = tl.dot(do, tl.trans(v))
-        ds = p * (dp - delta[:, None])
-        dq = tl.dot(ds.to(tl.bfloat16), k, dq)
-    return dq
-
-
-@_jit
-def _attn_dq_kernel(q_ptr, k_ptr, v_ptr, do_ptr, seg_start_ptr, ranges_ptr, lse_ptr, delta_ptr, scale_ptr, window, seq_len,
-                    dq_ptr, dscale_ptr,
-                    H: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+def _attn_dq_kernel(q_ptr, k_ptr, ds_ptr, ranges_ptr, kv_ranges_ptr, scale_ptr, seq_len, max_tiles, dq_ptr, dscale_ptr,
+                    H: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                    TILE_M: tl.constexpr):
+    """dQ of BLOCK_M query rows = sum over key blocks of dS (read, TILE_M x BLOCK_N tiles) . K."""
     qs = tl.program_id(0) * BLOCK_M
     head = tl.program_id(1)
     ROW: tl.constexpr = H * D
+    TILE: tl.constexpr = TILE_M * BLOCK_N
     offs_m = qs + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D)
+    offs_nl = tl.arange(0, BLOCK_N)
     tile = offs_m[:, None] * ROW + head * D + offs_d[None, :]
     k_ptr += head * D
-    v_ptr += head * D
+    ds_ptr += head.to(tl.int64) * (seq_len // BLOCK_N) * max_tiles * TILE
     scale = tl.load(scale_ptr)
-    qk_scale = scale * 1.4426950408889634
-    q = tl.load(q_ptr + tile)
-    do = tl.load(do_ptr + tile)
-    lse = tl.load(lse_ptr + head * seq_len + offs_m)
-    delta = tl.load(delta_ptr + head * seq_len + offs_m)
-    lower = tl.maximum(tl.load(seg_start_ptr + offs_m), offs_m - window)
+    qsub = offs_m // TILE_M  # each row's dK dV query block
+    within = (offs_m % TILE_M)[:, None] * BLOCK_N + offs_nl[None, :]
 
-    first, full_lo, full_hi, end = _load_ranges(ranges_ptr)
+    first, _, _, end = _load_ranges(ranges_ptr)
     dq = tl.zeros([BLOCK_M, D], tl.float32)
-    dq = _dq_inner(dq, q, do, lse, delta, k_ptr, v_ptr, offs_m, lower, first, full_lo, qk_scale, ROW, D, BLOCK_N, True)
-    dq = _dq_inner(dq, q, do, lse, delta, k_ptr, v_ptr, offs_m, lower, full_lo, full_hi, qk_scale, ROW, D, BLOCK_N, False)
-    dq = _dq_inner(dq, q, do, lse, delta, k_ptr, v_ptr, offs_m, lower, full_hi, end, qk_scale, ROW, D, BLOCK_N, True)
+    for blk in range(first, end):
+        kv = kv_ranges_ptr + blk * 4
+        kv_first = tl.load(kv)
+        kv_end = tl.load(kv + 3)
+        # tiles the dK dV kernel visited for this key block; the others hold no visible pair (their dS is zero)
+        seen = (qsub >= kv_first) & (qsub < kv_end)
+        slot = (blk * max_tiles + qsub - kv_first).to(tl.int64) * TILE
+        ds = tl.load(ds_ptr + slot[:, None] + within, mask=seen[:, None], other=0.0)
+        offs_n = blk * BLOCK_N + offs_nl
+        k = tl.load(k_ptr + offs_n[:, None] * ROW + offs_d[None, :])
+        dq = tl.dot(ds, k, dq)
+    q = tl.load(q_ptr + tile)
     # dL/dscale = sum_ij dS_ij (q_i . k_j) = sum_i q_i . (sum_j dS_ij k_j): this row's share, before dq is scaled.
     tl.store(dscale_ptr + head * seq_len + offs_m, tl.sum(q.to(tl.float32) * dq, 1))
     tl.store(dq_ptr + tile, (dq * scale).to(tl.bfloat16))
 
 
 @_jit
-def _dkdv_inner(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, seg_start_ptr, offs_n, window, start_blk, end_blk,
-                qk_scale, ROW: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, MASKED: tl.constexpr):
+def _dkdv_inner(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, seg_start_ptr, ds_ptr, offs_n, window, first_blk,
+                start_blk, end_blk, qk_scale, ROW: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr,
+                BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
     offs_d = tl.arange(0, D)
+    # dS tile j of this key block at ds_ptr + j * BLOCK_M * BLOCK_N, stored (query, key) row-major for the dQ kernel
+    ds_within = tl.arange(0, BLOCK_N)[:, None] + tl.arange(0, BLOCK_M)[None, :] * BLOCK_N
     for blk in range(start_blk, end_blk):
         offs_m = blk * BLOCK_M + tl.arange(0, BLOCK_M)
         q = tl.load(q_ptr + offs_m[:, None] * ROW + offs_d[None, :])
@@ -315,14 +322,15 @@ def _dkdv_inner(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, seg_start_ptr, 
         do = tl.load(do_ptr + offs_m[:, None] * ROW + offs_d[None, :])
         dv = tl.dot(p_t.to(tl.bfloat16), do, dv)
         delta = tl.load(delta_ptr + offs_m)
-        ds_t = p_t * (tl.dot(v, tl.trans(do)) - delta[None, :])
-        dk = tl.dot(ds_t.to(tl.bfloat16), q, dk)
+        ds_t = (p_t * (tl.dot(v, tl.trans(do)) - delta[None, :])).to(tl.bfloat16)
+        tl.store(ds_ptr + (blk - first_blk).to(tl.int64) * (BLOCK_M * BLOCK_N) + ds_within, ds_t)
+        dk = tl.dot(ds_t, q, dk)
     return dk, dv
 
 
 @_jit
 def _attn_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, seg_start_ptr, ranges_ptr, lse_ptr, delta_ptr, scale_ptr, window,
-                      seq_len, dk_ptr, dv_ptr,
+                      seq_len, max_tiles, dk_ptr, dv_ptr, ds_ptr,
                       H: tl.constexpr, D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     ks = tl.program_id(0) * BLOCK_N
     head = tl.program_id(1)
@@ -334,6 +342,7 @@ def _attn_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, seg_start_ptr, ranges_ptr, ls
     do_ptr += head * D
     lse_ptr += head * seq_len
     delta_ptr += head * seq_len
+    ds_ptr += ((head * (seq_len // BLOCK_N) + tl.program_id(0)).to(tl.int64) * max_tiles) * (BLOCK_M * BLOCK_N)
     scale = tl.load(scale_ptr)
     qk_scale = scale * 1.4426950408889634
     k = tl.load(k_ptr + tile)
@@ -342,12 +351,12 @@ def _attn_dkdv_kernel(q_ptr, k_ptr, v_ptr, do_ptr, seg_start_ptr, ranges_ptr, ls
     first, full_lo, full_hi, end = _load_ranges(ranges_ptr)
     dk = tl.zeros([BLOCK_N, D], tl.float32)
     dv = tl.zeros([BLOCK_N, D], tl.float32)
-    dk, dv = _dkdv_inner(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, seg_start_ptr, offs_n, window, first, full_lo,
-                         qk_scale, ROW, D, BLOCK_M, True)
-    dk, dv = _dkdv_inner(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, seg_start_ptr, offs_n, window, full_lo, full_hi,
-                         qk_scale, ROW, D, BLOCK_M, False)
-    dk, dv = _dkdv_inner(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, seg_start_ptr, offs_n, window, full_hi, end,
-                         qk_scale, ROW, D, BLOCK_M, True)
+    dk, dv = _dkdv_inner(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, seg_start_ptr, ds_ptr, offs_n, window, first,
+                         first, full_lo, qk_scale, ROW, D, BLOCK_M, BLOCK_N, True)
+    dk, dv = _dkdv_inner(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, seg_start_ptr, ds_ptr, offs_n, window, first,
+                         full_lo, full_hi, qk_scale, ROW, D, BLOCK_M, BLOCK_N, False)
+    dk, dv = _dkdv_inner(dk, dv, k, v, q_ptr, do_ptr, lse_ptr, delta_ptr, seg_start_ptr, ds_ptr, offs_n, window, first,
+                         full_hi, end, qk_scale, ROW, D, BLOCK_M, BLOCK_N, True)
     tl.store(dk_ptr + tile, (dk * scale).to(tl.bfloat16))
     tl.store(dv_ptr + tile, dv.to(tl.bfloat16))
 
@@ -379,28 +388,39 @@ def _forward(q, k, v, seg_start, ranges, scale, window, cfg: KernelConfig):
     )
 
 
+def max_tiles_per_key_block(window: int, block_m: int, block_n: int) -> int:
+    """The most query blocks one key block [ks, ks + block_n) is seen by: rows [ks, ks + block_n - 1 + window], so
+    (block_n - 1 + window) // block_m + 1 of them (ks is a multiple of block_n, which block_m divides)."""
+    return (block_n - 1 + window) // block_m + 1
+
+
 def _backward(q, k, v, seg_start, plan, scale, out, lse, dout, window, cfgs: AttentionConfig):
     t, h, d = q.shape
     delta = jnp.sum(out.astype(jnp.float32) * dout.astype(jnp.float32), axis=-1).T  # (H, T)
+    kv = cfgs.dkdv
+    max_tiles = max_tiles_per_key_block(window, kv.block_m, kv.block_n)
+    # every (head, key block) has max_tiles slots; only the visited ones are written, and only those are read
+    ds_elems = h * (t // kv.block_n) * max_tiles * kv.block_m * kv.block_n
+    dk, dv, ds = jt.triton_call(
+        q, k, v, dout, seg_start, plan.dkdv, lse, delta, scale, window, t, max_tiles,
+        kernel=_attn_dkdv_kernel,
+        out_shape=(jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype),
+                   jax.ShapeDtypeStruct((ds_elems,), jnp.bfloat16)),
+        grid=(t // kv.block_n, h),
+        num_warps=kv.num_warps,
+        num_stages=kv.num_stages,
+        name="flash_attention_dkdv",
+        H=h, D=d, BLOCK_M=kv.block_m, BLOCK_N=kv.block_n,
+    )
     dq, dscale_rows = jt.triton_call(
-        q, k, v, dout, seg_start, plan.dq, lse, delta, scale, window, t,
+        q, k, ds, plan.dq, plan.dkdv, scale, t, max_tiles,
         kernel=_attn_dq_kernel,
         out_shape=(jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((h, t), jnp.float32)),
         grid=(t // cfgs.dq.block_m, h),
         num_warps=cfgs.dq.num_warps,
         num_stages=cfgs.dq.num_stages,
         name="flash_attention_dq",
-        H=h, D=d, BLOCK_M=cfgs.dq.block_m, BLOCK_N=cfgs.dq.block_n,
-    )
-    dk, dv = jt.triton_call(
-        q, k, v, dout, seg_start, plan.dkdv, lse, delta, scale, window, t,
-        kernel=_attn_dkdv_kernel,
-        out_shape=(jax.ShapeDtypeStruct(k.shape, k.dtype), jax.ShapeDtypeStruct(v.shape, v.dtype)),
-        grid=(t // cfgs.dkdv.block_n, h),
-        num_warps=cfgs.dkdv.num_warps,
-        num_stages=cfgs.dkdv.num_stages,
-        name="flash_attention_dkdv",
-        H=h, D=d, BLOCK_M=cfgs.dkdv.block_m, BLOCK_N=cfgs.dkdv.block_n,
+        H=h, D=d, BLOCK_M=cfgs.dq.block_m, BLOCK_N=cfgs.dq.block_n, TILE_M=kv.block_m,
     )
     return dq, dk, dv, jnp.sum(dscale_rows).reshape(1)
 

@@ -85,6 +85,32 @@ def test_block_plan_visits_exactly_the_visible_blocks(seed):
         _check_plan(np.asarray(key_block_ranges(end, window, block_m, block_n)), any_k, all_k)
 
 
+@pytest.mark.parametrize("block_m, block_n", [(32, 64), (16, 32), (64, 64)])
+def test_ds_scratch_holds_every_query_block_a_key_block_visits(block_m, block_n):
+    # The dK dV kernel stores the dS tile of each query block it visits at slot (query block - first visited); the
+    # scratch has max_tiles_per_key_block slots per key block. One long document is the worst case: count the visible
+    # (query block, key block) tiles from the brute-force mask.
+    t = 2048
+    for window in (0, 1, 31, 64, 100, 640):
+        any_k, _ = _block_view(visible_mask(np.zeros(t, np.int64), window).T, block_n, block_m)
+        slots = fa.max_tiles_per_key_block(window, block_m, block_n)
+        inside = (np.arange(t // block_n) + 1) * block_n - 1 + window < t  # key blocks whose rows the end does not cut
+        assert any_k.sum(axis=1)[inside].max() == slots and any_k.sum(axis=1).max() == slots
+        for seed in range(3):  # and with documents, through the plan the kernels run
+            seg = random_documents(t, [5, 60, 400][seed], np.random.default_rng(seed))
+            _, end = segment_bounds(jnp.asarray(seg))
+            plan = np.asarray(key_block_ranges(end, window, block_m, block_n))
+            assert (plan[:, 3] - plan[:, 0]).max() <= slots
+
+
+def test_dq_tiles_must_be_whole_dkdv_tiles():
+    fwd = fa.KernelConfig(64, 64, 4, 3)
+    fa.AttentionConfig(fwd, fa.KernelConfig(128, 64, 8, 3), fa.KernelConfig(32, 64, 4, 3))  # 4 tiles per dQ block
+    for dq, dkdv in [((64, 64), (32, 128)), ((48, 64), (32, 64)), ((16, 64), (32, 64))]:
+        with pytest.raises(ValueError, match="must be whole dK dV tiles"):
+            fa.AttentionConfig(fwd, fa.KernelConfig(*dq, 4, 3), fa.KernelConfig(*dkdv, 4, 3))
+
+
 def test_block_plan_cost_grows_with_window_not_length():
     # One 8192-row document, window 256, 128 x 128 tiles: each query block visits 3 key blocks (2 back + diagonal).
     start, _ = segment_bounds(jnp.zeros(8192, jnp.int32))
