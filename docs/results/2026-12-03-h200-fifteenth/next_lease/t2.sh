@@ -10,7 +10,7 @@ if [ -f .cache/ref_steps.txt ] && [ $(left 585) -gt 100 ]; then
   el bench; env -u XLA_PYTHON_CLIENT_PREALLOCATE TRITON_CACHE_DIR=$(mktemp -d) timeout $(left 585) python3 -m jaxrun.bench step \
     --config configs/record60.py $P --set schedule.scheduled_steps=150 --steps 10 --warmup 3 \
     --compare-to .cache/ref_steps.txt --json $R/bench.json > $R/bench.txt 2>&1
-  el "bench exit $?"
+  el "bench exit $?"; cp $R/bench.json .cache/bench_t2.json 2>/dev/null
 fi
 finish
 tail -3 $R/ref_steps.txt; grep -hE "^(phase|extension) |^compile|ratio|tokens per forward|peak|rror" $R/bench.txt; cat $R/timeline.txt
