@@ -12,12 +12,17 @@ Work is proportional to the visible pairs: a query block visits only the key blo
 visible run without a mask; only the blocks cut by the window edge, a document start or the diagonal are masked.
 
 Forward: FlashAttention-2 (online softmax in base 2, fp32 accumulation, P rounded to bf16 for P.V), saving the output
-and the base-2 log-sum-exp. Backward: one kernel per key block for dK, dV, which also writes every dS tile it computes
-(bf16, the rounding the dQ product uses anyway) to a scratch buffer, then one kernel per query block for dQ = dS.K
-that reads those tiles instead of recomputing S, P and dP (no atomics, deterministic; one exp per score in the
-backward instead of two, one matrix product in dQ instead of three), with delta = rowsum(dO * O) computed in JAX. The softmax scale is a traced 1-element array (YaRN
-changes it, recipe §1.7), and its gradient is returned too: dL/dscale = sum_i q_i . dq_i / scale, accumulated per row
-inside the dQ kernel before the scale is applied.
+and the base-2 log-sum-exp.
+
+Backward, with delta = rowsum(dO * O) computed in JAX:
+- one kernel per key block for dK and dV. It also writes every dS tile it computes to a scratch buffer, in bf16, the
+  rounding the dQ product uses anyway;
+- then one kernel per query block for dQ = dS.K, which reads those tiles instead of recomputing S, P and dP. That is
+  one exp per score in the backward instead of two, and one matrix product in dQ instead of three.
+No atomics: the backward is deterministic.
+
+The softmax scale is a traced 1-element array (YaRN changes it, recipe §1.7), and its gradient is returned too:
+dL/dscale = sum_i q_i . dq_i / scale, accumulated per row inside the dQ kernel before the scale is applied.
 
 Sequences whose length is not a multiple of the block size are padded here: padded rows form their own segment, so
 no real row can see them, and their cotangents are zero.
@@ -65,7 +70,8 @@ class AttentionConfig:
     dkdv: KernelConfig
 
     def __post_init__(self):
-        # dQ reads the dK dV kernel's dS tiles: a dQ key block must be one of its key blocks, a dQ query block whole tiles
+        # dQ reads the dK dV kernel's dS tiles: a dQ key block must be one of its key blocks, and a dQ query block
+        # must be made of whole tiles
         if self.dq.block_n != self.dkdv.block_n or self.dq.block_m % self.dkdv.block_m:
             raise ValueError(f"dq tiles {self.dq.block_m}x{self.dq.block_n} must be whole dK dV tiles "
                              f"{self.dkdv.block_m}x{self.dkdv.block_n}: the same key block, a multiple of its queries")
