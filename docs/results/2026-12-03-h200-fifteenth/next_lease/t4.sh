@@ -6,6 +6,8 @@
 #    check against a reference of the default level 4.
 # Does the cold compile (62.2 s in ../f3, the issue asks <= 60) drop, and what does the step pay?
 source .carry/setup.sh
+# first (~20 s): can jax-triton launch a warp-specialised Gluon kernel? (gluon_call_probe.py: checked against numpy)
+el gluon; timeout 120 python3 docs/results/2026-12-03-h200-fifteenth/next_lease/gluon_call_probe.py > $R/gluon_probe.txt 2>&1; el "gluon exit $?"
 if [ -f .cache/bench_t2.json ]; then CMP="--compare-to .cache/bench_t2.json"; else CMP=""; fi
 B="python3 -m jaxrun.bench step --config configs/record60.py $P --set schedule.scheduled_steps=150 --steps 6 --warmup 2 $CMP"
 el nogemm; env -u XLA_PYTHON_CLIENT_PREALLOCATE XLA_FLAGS=--xla_gpu_enable_triton_gemm=false TRITON_CACHE_DIR=$(mktemp -d) \
@@ -15,4 +17,4 @@ if [ $(left 580) -gt 150 ]; then
     timeout $(left 580) $B --json $R/autotune1.json > $R/autotune1.txt 2>&1; el "exit $?"
 fi
 finish
-grep -hE "^(phase|extension) |^compile|rror" $R/nogemm.txt $R/autotune1.txt 2>/dev/null; cat $R/timeline.txt
+tail -3 $R/gluon_probe.txt; grep -hE "^(phase|extension) |^compile|rror" $R/nogemm.txt $R/autotune1.txt 2>/dev/null; cat $R/timeline.txt
