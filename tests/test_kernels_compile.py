@@ -44,8 +44,12 @@ def test_the_record_steps_kernels_compile_for_sm90():
     assert fused == [(49152, 49152), (65536, 16384), (65536, 32768)]
     assert all(x["shared_bytes"] <= 227 * 1024 for x in launches)  # an H100's / H200's shared memory per block
     for x in launches:
-        if x["name"].startswith(("softcap_ce", "relu2_matmul")):
+        if x["name"].startswith(("softcap_ce", "relu2_matmul", "flash_attention")):
             assert x["spill_bytes"] == 0, x
+        if x["name"] == "flash_attention_dq":
+            # dQ reads the dS tiles the dK dV kernel wrote (docs/results/2026-12-03-h200-fifteenth): no exponential, so
+            # no special-function instruction at all; one recomputing S and P again would have them
+            assert x["sass_opcodes"].get("MUFU", 0) == 0, x["sass_opcodes"]
         if x["name"].startswith("softcap_ce"):
             # What makes the CE kernels fast (docs/results/2026-12-01-h200-ce-kernel): exp and the sigmoid's 1/x as
             # the bare MUFU instructions, without tl.exp's and the division's range checks (104 FSETP before), and no
