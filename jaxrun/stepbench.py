@@ -162,7 +162,8 @@ def compile_cold_and_warm(session: engine.Session, **variants) -> tuple[engine.S
         warm = engine.compile_step_functions(session, cache=lowered, **variants)
     return warm, {"cold_s": cold.seconds, "warm_s": warm.seconds, "lower_s": warm.lower_seconds,
                   "cold_lower_s": cold.lower_seconds, "variants": warm.counts(), "cache_files": cache_files,
-                  "lowering_cache": warm.lowering_summary()}
+                  "lowering_cache": warm.lowering_summary(), "cold_slowest": cold.slowest(),
+                  "cold_timeline": {f"{k[0]} {k[1]}": list(v) for k, v in cold.timeline.items()}}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -386,8 +387,9 @@ def compile_summary(c: dict) -> str:
     if c["cold_s"] is None:
         return f"{c['once_s']:.1f} s through the usual persistent cache{lowering}"
     cold_lowering = f", lowering {c['cold_lower_s']:.1f} s of it" if c.get("cold_lower_s") is not None else ""
+    slowest = f"; last to finish cold: {c['cold_slowest']}" if c.get("cold_slowest") else ""
     return (f"cold {c['cold_s']:.1f} s{cold_lowering}, warm {c['warm_s']:.1f} s ({c['cache_files']} cache files)"
-            + lowering.replace(" of it", " of the warm one"))
+            + lowering.replace(" of it", " of the warm one") + slowest)
 
 
 def print_report(result: dict) -> None:

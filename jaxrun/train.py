@@ -241,8 +241,9 @@ class _Run:
         fns = engine.compile_step_functions(session, steps=range(start, last), evals=evals)
         counts = fns.counts()
         log.print(f"compiled {counts['grad']} gradient, {counts['update']} update and {counts['eval']} eval variants in {fns.seconds:.1f}s"
-                  f" (lowering {fns.lower_seconds:.1f}s of it; {fns.lowering_summary()})")
+                  f" (lowering {fns.lower_seconds:.1f}s of it; {fns.lowering_summary()}; last to finish: {fns.slowest()})")
         log.metric({"event": "compile", "seconds": fns.seconds, "lower_seconds": fns.lower_seconds,
+                    "timeline": {repr(k): list(v) for k, v in fns.timeline.items()},
                     "grad_variants": counts["grad"], "eval_variants": counts["eval"],
                     "lowering_cache": {repr(k): v for k, v in fns.lowering.items()}})
         warm_s = engine.warm_up(session, fns, state)

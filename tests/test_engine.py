@@ -278,3 +278,39 @@ def test_each_variant_compiles_under_the_lowering_of_the_next():
     assert kinds == sorted(kinds, key=["grad", "update", "eval", "untie"].index) and kinds[0] == "grad"
     assert set(fns.grad.values()) | set(fns.update.values()) | set(fns.eval.values()) | {fns.untie} == set(names)
     assert fns.lowering == dict.fromkeys(fns.lowering, "recorded") and len(fns.lowering) == len(names)
+
+
+def test_the_compile_timeline_names_what_a_start_waits_for():
+    """StepFunctions.timeline: per variant, when its lowering and its compile ended (seconds from the start), in the
+    lowering order; slowest() names the variant whose compile ended last. Here the first gradient variant's compile
+    is made the slow one."""
+    import time as _time
+
+    cfg = load_config(CONFIG_DIR / "tiny.py")
+    session = engine.setup(cfg, devices=1, announce=lambda *_: None)
+
+    class Lowered:
+        def __init__(self, name, delay):
+            self.name, self.delay = name, delay
+
+        def compile(self):
+            _time.sleep(self.delay)
+            return self.name
+
+    class SlowFirstCache:
+        count = 0
+
+        def lower(self, name, fn, args, donated):
+            SlowFirstCache.count += 1
+            return Lowered(name, 0.5 if SlowFirstCache.count == 1 else 0.0), "recorded"
+
+    try:
+        fns = engine.compile_step_functions(session, cache=SlowFirstCache())
+    finally:
+        session.close()
+    order = list(fns.timeline)
+    assert len(order) == len(fns.lowering) and set(order) == set(fns.lowering)
+    lowered = [fns.timeline[k][0] for k in order]
+    assert lowered == sorted(lowered) and all(0 <= lo <= done for lo, done in fns.timeline.values())
+    assert fns.timeline[order[0]][1] >= 0.5 and fns.timeline[order[0]][1] == max(v[1] for v in fns.timeline.values())
+    assert fns.slowest().startswith(f"{order[0][0]} {order[0][1]}: lowered by ")

@@ -82,6 +82,10 @@ def test_json_has_the_environment_and_compile_times(result):
     n = sum(c["variants"].values())
     assert c["lowering_cache"] == f"{n} of {n} lowerings read from the lowering cache, 0 stored"
     assert 0 < c["lower_s"] < c["cold_lower_s"] / 3 and c["lower_s"] < c["warm_s"]
+    # per variant, when the cold lowering and compile ended; the last compile to end is the cold figure's end
+    assert len(c["cold_timeline"]) == n and all(0 <= lo <= done <= c["cold_s"] for lo, done in c["cold_timeline"].values())
+    last = max(c["cold_timeline"], key=lambda k: c["cold_timeline"][k][1])
+    assert c["cold_slowest"].startswith(f"{last}: lowered by ")
 
 
 def test_phase_figures_are_consistent(result):
@@ -175,7 +179,7 @@ def test_report_says_how_the_steps_compiled(result, capsys):
     stepbench.print_report(result)
     assert (f"cold {c['cold_s']:.1f} s, lowering {c['cold_lower_s']:.1f} s of it, warm {c['warm_s']:.1f} s "
             f"({c['cache_files']} cache files); lowering (tracing, sequential) {c['lower_s']:.1f} s of the warm one "
-            f"({c['lowering_cache']})") in capsys.readouterr().out
+            f"({c['lowering_cache']}); last to finish cold: {c['cold_slowest']}") in capsys.readouterr().out
     skip_cold = {**result, "compile": {**c, "cold_s": None, "warm_s": None, "once_s": 1.5, "cache_files": None}}
     stepbench.print_report(skip_cold)  # what --skip-cold records
     assert "untie variants: 1.5 s through the usual persistent cache; lowering (tracing, sequential)" in capsys.readouterr().out
