@@ -440,12 +440,14 @@ _COMPILE_ORDER = {"grad": 0, "update": 1, "eval": 2, "untie": 3}  # compile_step
 
 
 def compile_step_functions(session: Session, steps=None, evals=None,
-                           cache: LoweringCache | None = None) -> StepFunctions:
+                           cache: LoweringCache | None = None, lowering_threads: int = 1) -> StepFunctions:
     """Lower every step variant that the training steps ``steps`` (default: the whole schedule) and the validations at
     ``evals`` (default: the schedule's) use, then compile them concurrently (XLA compiles release the GIL; a record
     config has ~12 variants, so this divides the untimed start-up by up to the number of cores). A run that stops early
     (--stop-at) compiles only what its steps need; its resume compiles the rest. Lowering goes through ``cache``
-    (default: the session's lowering cache), which a second start reads instead of tracing."""
+    (default: the session's lowering cache), which a second start reads instead of tracing. ``lowering_threads`` > 1
+    lowers that many variants at once: tracing holds the GIL, but the triton kernels' compiles inside a lowering
+    (MLIR passes, ptxas) release it, so they overlap."""
     cfg, mesh, shapes, shardings = session.cfg, session.mesh, session.shapes, session.shardings
     cache = session.lowering_cache if cache is None else cache
     t0 = time.perf_counter()
@@ -470,12 +472,20 @@ def compile_step_functions(session: Session, steps=None, evals=None,
     def compile_and_time(low):
         return low.compile(), time.perf_counter() - t0
 
+    def lower_then_compile(key, pool):
+        fn, args, donated = to_lower[key]
+        low, outcomes[key] = cache.lower(repr(key), fn, args, donated)
+        lowered_at[key] = time.perf_counter() - t0
+        futures[key] = pool.submit(compile_and_time, low)
+
     with explained_oom("compiling", cfg, mesh.devices.size), ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:
-        for key in order:
-            fn, args, donated = to_lower[key]
-            low, outcomes[key] = cache.lower(repr(key), fn, args, donated)
-            lowered_at[key] = time.perf_counter() - t0
-            futures[key] = pool.submit(compile_and_time, low)
+        if lowering_threads <= 1:
+            for key in order:
+                lower_then_compile(key, pool)
+        else:
+            with ThreadPoolExecutor(max_workers=lowering_threads) as lowerers:
+                for f in [lowerers.submit(lower_then_compile, key, pool) for key in order]:
+                    f.result()  # a lowering's error is raised here
         lower_seconds = time.perf_counter() - t0
         done = {key: futures[key].result() for key in to_lower}
     compiled = {key: fn for key, (fn, _) in done.items()}

@@ -54,6 +54,7 @@ class StepBenchOptions:
     profile_dir: str | None = None  # trace PROFILE_STEPS more steps of each phase here and summarise them
     compare_to: str | None = None  # a training log (PyTorch speedrun or jaxrun) whose per-phase step times to set beside
     benched_variants_only: bool = False  # compile only the benched phases' gradient and optimizer variants
+    lowering_threads: int = 1  # variants lowered at once (engine.compile_step_functions)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -149,17 +150,17 @@ def variants_to_compile(cfg: Config, opts: StepBenchOptions, phases: tuple[int, 
     return {"steps": [s for p in phases for s in step_pair(cfg, p)], "evals": []}
 
 
-def compile_cold_and_warm(session: engine.Session, **variants) -> tuple[engine.StepFunctions, dict]:
+def compile_cold_and_warm(session: engine.Session, lowering_threads: int = 1, **variants) -> tuple[engine.StepFunctions, dict]:
     """(the warm-compiled step functions, {cold_s, warm_s, lower_s, ...}); ``variants``: variants_to_compile. Cold:
     empty XLA and lowering caches (the latter only if the session has one); warm: the same two, as the cold compile
     left them, in a process whose in-memory caches are cleared, as a second start would find them."""
     with fresh_compilation_cache() as cache_dir, tempfile.TemporaryDirectory(prefix="jaxrun-stepbench-lowered-") as low:
         lowered = dataclasses.replace(session.lowering_cache, directory=low) if session.lowering_cache.directory else None
         jax.clear_caches()
-        cold = engine.compile_step_functions(session, cache=lowered, **variants)
+        cold = engine.compile_step_functions(session, cache=lowered, lowering_threads=lowering_threads, **variants)
         cache_files = sum(1 for f in cache_dir.rglob("*") if f.is_file())
         jax.clear_caches()
-        warm = engine.compile_step_functions(session, cache=lowered, **variants)
+        warm = engine.compile_step_functions(session, cache=lowered, lowering_threads=lowering_threads, **variants)
     return warm, {"cold_s": cold.seconds, "warm_s": warm.seconds, "lower_s": warm.lower_seconds,
                   "cold_lower_s": cold.lower_seconds, "variants": warm.counts(), "cache_files": cache_files,
                   "lowering_cache": warm.lowering_summary(), "cold_slowest": cold.slowest(),
@@ -295,11 +296,13 @@ def run_step_bench(cfg: Config, opts: StepBenchOptions, announce=print) -> dict:
     try:
         if opts.cold_compile:
             announce("compiling every step variant: cold (empty persistent cache), then warm (from it)")
-            fns, result["compile"] = compile_cold_and_warm(session, **variants_to_compile(cfg, opts, phases))
+            fns, result["compile"] = compile_cold_and_warm(session, opts.lowering_threads,
+                                                           **variants_to_compile(cfg, opts, phases))
         else:
             announce("compiling every step variant once, through the usual persistent cache")
             engine.enable_compile_cache(cfg)
-            fns = engine.compile_step_functions(session, **variants_to_compile(cfg, opts, phases))
+            fns = engine.compile_step_functions(session, lowering_threads=opts.lowering_threads,
+                                                **variants_to_compile(cfg, opts, phases))
             result["compile"] = {"cold_s": None, "warm_s": None, "once_s": fns.seconds, "lower_s": fns.lower_seconds,
                                  "cache_files": None, "variants": fns.counts(), "lowering_cache": fns.lowering_summary()}
         announce(f"compile: {compile_summary(result['compile'])}")
@@ -427,6 +430,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benched-variants-only", action="store_true",
                         help="compile only the benched phases' gradient and optimizer variants (no evaluation, no "
                              "untie): a quicker bench, whose compile figures then cover only those")
+    parser.add_argument("--lowering-threads", type=int, default=StepBenchOptions.lowering_threads,
+                        help="lower this many step variants at once (default: one after another, as training does)")
     parser.add_argument("--compare-to", metavar="LOG", help="a training log of the same schedule (the PyTorch record's, "
                         "or a jaxrun run), or another bench step --json (e.g. of the code before a change): print its "
                         "median step time per phase and jaxrun's ratio to it")
@@ -439,9 +444,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def command(args: argparse.Namespace, parser: argparse.ArgumentParser, environment: dict) -> dict:
     """Run the step benchmark for parsed arguments; a bad option or config exits through parser.error (status 2), a
     data or memory problem with its message (status 1)."""
+    if args.lowering_threads < 1:
+        parser.error(f"--lowering-threads must be at least 1, got {args.lowering_threads}")
     opts = StepBenchOptions(phases=tuple(args.phase) if args.phase else None, steps=args.steps, warmup=args.warmup,
                             devices=args.devices, profile_dir=args.profile, cold_compile=not args.skip_cold,
-                            compare_to=args.compare_to, benched_variants_only=args.benched_variants_only)
+                            compare_to=args.compare_to, benched_variants_only=args.benched_variants_only,
+                            lowering_threads=args.lowering_threads)
     try:
         result = run_step_bench(load_config(args.config, args.overrides), opts)
     except ConfigError as err:

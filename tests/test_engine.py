@@ -314,3 +314,29 @@ def test_the_compile_timeline_names_what_a_start_waits_for():
     assert lowered == sorted(lowered) and all(0 <= lo <= done for lo, done in fns.timeline.values())
     assert fns.timeline[order[0]][1] >= 0.5 and fns.timeline[order[0]][1] == max(v[1] for v in fns.timeline.values())
     assert fns.slowest().startswith(f"{order[0][0]} {order[0][1]}: lowered by ")
+
+
+def test_lowering_several_variants_at_once_lowers_the_same_programs():
+    """compile_step_functions(lowering_threads=3) lowers every variant to the module text that one after another
+    gives (threads change when a variant is traced, never what it is)."""
+
+    class TextCache:
+        def __init__(self):
+            self.texts = {}
+
+        def lower(self, name, fn, args, donated):
+            low = fn.lower(*args)
+            self.texts[name] = low.as_text()
+            return low, "recorded"
+
+    cfg = load_config(CONFIG_DIR / "tiny.py")
+    session = engine.setup(cfg, devices=1, announce=lambda *_: None)
+    try:
+        one, three = TextCache(), TextCache()
+        fns1 = engine.compile_step_functions(session, cache=one)
+        fns3 = engine.compile_step_functions(session, cache=three, lowering_threads=3)
+    finally:
+        session.close()
+    assert len(one.texts) >= 4 and one.texts == three.texts
+    assert list(fns3.timeline) == list(fns1.timeline) and set(fns3.lowering) == set(fns1.lowering)
+    assert fns3.counts() == fns1.counts()
