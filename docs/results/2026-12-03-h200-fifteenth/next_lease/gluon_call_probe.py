@@ -4,8 +4,11 @@ specialisation)? Run on the GPU machine from the repository root: python gluon_c
 jax-triton's lowering builds TTIR from a triton ASTSource (jax_triton/triton_lib.py, get_or_create_triton_kernel);
 a Gluon kernel starts at TTGIR (GluonASTSource). This wraps get_or_create_triton_kernel: for a Gluon function it
 compiles through triton.compile(GluonASTSource(...)) and hands the PTX to jax-triton's TritonKernel with the compiled
-kernel's total warps (warp_specialize adds the workers' warps). The kernel below writes y[:B] = 2 x[:B] in its
-default partition (4 warps) and y[B:] = x[B:] + 1 in a 1-warp worker partition; the probe checks y against numpy."""
+kernel's total warps (warp_specialize adds the workers' warps). The kernel (../gluon_ws_probe.py's) writes
+y[:B] = 2 x[:B] in its default partition (4 warps) and y[B:] = x[B:] + 1 in a 1-warp worker partition; the probe checks y against numpy."""
+import os
+import sys
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -13,8 +16,6 @@ import jax_triton as jt
 import triton
 from jax_triton import triton_lib
 from triton.backends.compiler import GPUTarget
-from triton.experimental import gluon
-from triton.experimental.gluon import language as gl
 from triton.experimental.gluon._runtime import GluonASTSource
 
 _original = triton_lib.get_or_create_triton_kernel
@@ -49,25 +50,8 @@ def _gluon_aware(backend_init_func, platform, fn, arg_dtypes, scalar_args, *, nu
 
 triton_lib.get_or_create_triton_kernel = _gluon_aware
 
-
-@gluon.jit
-def _default(x_ptr, y_ptr, BLOCK: gl.constexpr):
-    layout: gl.constexpr = gl.BlockedLayout([1], [32], [4], [0])
-    offs = gl.arange(0, BLOCK, layout=layout)
-    gl.store(y_ptr + offs, gl.load(x_ptr + offs) * 2.0)
-
-
-@gluon.jit
-def _worker(x_ptr, y_ptr, BLOCK: gl.constexpr):
-    layout: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
-    offs = BLOCK + gl.arange(0, BLOCK, layout=layout)
-    gl.store(y_ptr + offs, gl.load(x_ptr + offs) + 1.0)
-
-
-@gluon.jit
-def _probe_kernel(x_ptr, y_ptr, BLOCK: gl.constexpr):
-    gl.warp_specialize([(_default, (x_ptr, y_ptr, BLOCK)), (_worker, (x_ptr, y_ptr, BLOCK))], [1], [24])
-
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from gluon_ws_probe import kernel as _probe_kernel  # noqa: E402 - the offline probe's kernel, launched here
 
 B = 128
 x = jnp.arange(2 * B, dtype=jnp.float32)
