@@ -5,7 +5,8 @@ jax-triton's lowering builds TTIR from a triton ASTSource (jax_triton/triton_lib
 a Gluon kernel starts at TTGIR (GluonASTSource). This wraps get_or_create_triton_kernel: for a Gluon function it
 compiles through triton.compile(GluonASTSource(...)) and hands the PTX to jax-triton's TritonKernel with the compiled
 kernel's total warps (warp_specialize adds the workers' warps). The kernel (../gluon_ws_probe.py's) writes
-y[:B] = 2 x[:B] in its default partition (4 warps) and y[B:] = x[B:] + 1 in a 1-warp worker partition; the probe checks y against numpy."""
+y[:B] = 2 x[:B] in its default partition (4 warps) and y[B:] = x[B:] + 1 in a 1-warp worker partition; the
+probe checks y against numpy."""
 import os
 import sys
 
