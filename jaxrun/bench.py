@@ -543,7 +543,7 @@ def environment() -> dict:
             env[module] = __import__(module).__version__
         except Exception:  # not installed here
             env[module] = None
-    env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "")  # what the figures were measured with
+    env.update(engine.xla_environment())  # what the figures were measured with
     return env
 
 

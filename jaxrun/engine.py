@@ -296,6 +296,25 @@ def forward_tokens_for_memory(cfg: Config, pool_bytes: int | None) -> tuple[int,
     return tokens, f"a {gib:.1f} GiB memory pool, at least model.forward_tokens_by_memory's {need} GiB"
 
 
+# The environment variables that change what XLA compiles, or the memory it may take: run logs and benchmarks record
+# them, since two runs of the same code under different XLA_FLAGS are not the same measurement (the sixteenth sitting's
+# --xla_gpu_enable_triton_gemm=false took the cold compile from 58 s to 34 s and the step 0.3-0.5% slower).
+XLA_ENVIRONMENT = ("XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+                   "XLA_PYTHON_CLIENT_ALLOCATOR")
+
+
+def xla_environment() -> dict[str, str]:
+    """XLA_ENVIRONMENT's variables as this process sees them, "" for each one unset."""
+    return {name: os.environ.get(name, "") for name in XLA_ENVIRONMENT}
+
+
+def xla_environment_line(env: dict[str, str] | None = None) -> str:
+    """The run log's line of xla_environment(): the variables that are set, or that none is."""
+    env = xla_environment() if env is None else env
+    set_ = [f"{name}={value}" for name, value in env.items() if value]
+    return "xla environment: " + (" | ".join(set_) if set_ else "defaults (none of " + ", ".join(env) + " set)")
+
+
 def device_memory_pool(devices=None) -> int | None:
     """The smallest preallocated allocator pool over ``devices`` (default: this process's) and every other process, in
     bytes; None where any of them has none: preallocation off (XLA_PYTHON_CLIENT_PREALLOCATE=false), a non-BFC

@@ -137,7 +137,7 @@ def train(cfg: Config, opts: RunOptions) -> RunResult:
 
 def header_lines(cfg: Config, mesh, opts: RunOptions) -> list[str]:
     """What produced the run, as the speedrun's logs begin with their code and environment: jaxrun version and commit,
-    the config (name, hash, where it is), backends, devices and library versions."""
+    the config (name, hash, where it is), backends, devices, library versions and the XLA environment variables."""
     import hashlib
     import importlib.metadata
     import platform
@@ -168,6 +168,7 @@ def header_lines(cfg: Config, mesh, opts: RunOptions) -> list[str]:
         "backends: " + ", ".join(f"{op}={b}" for op, b in cfg.model.backends) + f" | fp8 head {cfg.model.fp8_head}",
         f"devices: {mesh.devices.size} x {device.device_kind} ({jax.default_backend()}) | {jax.process_count()} process(es)",
         "per device: " + "; ".join(engine.forward_plan(cfg, mesh.devices.size)),
+        engine.xla_environment_line(),
     ]
 
 

@@ -147,6 +147,19 @@ def test_device_memory_pool_needs_a_preallocated_pool_on_every_device(monkeypatc
         monkeypatch.delenv(env)
 
 
+def test_the_xla_environment_line_names_the_variables_that_are_set(monkeypatch):
+    for name in ("XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+                 "XLA_PYTHON_CLIENT_ALLOCATOR"):
+        monkeypatch.delenv(name, raising=False)
+    assert engine.xla_environment_line() == ("xla environment: defaults (none of XLA_FLAGS, XLA_PYTHON_CLIENT_PREALLOCATE, "
+                                             "XLA_PYTHON_CLIENT_MEM_FRACTION, XLA_PYTHON_CLIENT_ALLOCATOR set)")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_gpu_enable_triton_gemm=false")
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", ".45")
+    assert engine.xla_environment()["XLA_PYTHON_CLIENT_PREALLOCATE"] == ""
+    assert engine.xla_environment_line() == ("xla environment: XLA_FLAGS=--xla_gpu_enable_triton_gemm=false | "
+                                             "XLA_PYTHON_CLIENT_MEM_FRACTION=.45")
+
+
 def test_forward_tokens_table_is_checked_at_load():
     for bad in ("(64, 98304)", "((64,),)", "((64.5, 98304),)", "((64, 'a'),)", "((-1, 98304),)"):
         with pytest.raises(config_lib.ConfigError, match="forward_tokens_by_memory"):

@@ -172,7 +172,9 @@ def test_log_lines_parse_as_speedrun_logs(workdir):
     assert head[0].startswith("jaxrun ") and " commit " in head[0] and f"jax {__import__('jax').__version__}" in head[0]
     assert head[1].startswith("config tiny sha256:") and head[2].startswith("backends: attention=xla, lm_head=xla")
     assert head[3].startswith("devices: 1 x ")
-    assert "tokens per forward: one rank's, from model.train_forward_tokens" in text.splitlines()[5]  # tiny: 0, no table
+    assert text.splitlines()[5].startswith("xla environment: ")  # conftest sets XLA_FLAGS: the line names it
+    assert "XLA_FLAGS=" in text.splitlines()[5]
+    assert "tokens per forward: one rank's, from model.train_forward_tokens" in text.splitlines()[6]  # tiny: 0, no table
     assert json.loads((run_dir / "config.json").read_text())["model"]["backends"] == [
         ["attention", "xla"], ["lm_head", "xla"], ["mlp", "xla"], ["cross_entropy", "xla"], ["head_loss", "xla"]]
     assert list(parsed.val_steps) == [0, 4, 8]
