@@ -9,6 +9,7 @@ y[:B] = 2 x[:B] in its default partition (4 warps) and y[B:] = x[B:] + 1 in a 1-
 probe checks y against numpy."""
 import os
 import sys
+import tempfile
 
 import numpy as np
 import jax
@@ -20,6 +21,12 @@ from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 
 _original = triton_lib.get_or_create_triton_kernel
+
+# triton.compile keeps its output in triton's file cache; jax-triton's own path does not use it. The sixteenth
+# sitting's first run of this probe found the cache dir empty on the GPU machine ("Could not create or locate cache
+# dir"): give it a temporary one.
+if not triton.knobs.cache.dir:
+    triton.knobs.cache.dir = tempfile.mkdtemp(prefix="triton-cache-")
 
 
 def _gluon_aware(backend_init_func, platform, fn, arg_dtypes, scalar_args, *, num_warps, num_stages, num_ctas,
