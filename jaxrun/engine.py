@@ -308,9 +308,9 @@ def xla_environment() -> dict[str, str]:
     return {name: os.environ.get(name, "") for name in XLA_ENVIRONMENT}
 
 
-def xla_environment_line(env: dict[str, str] | None = None) -> str:
+def xla_environment_line() -> str:
     """The run log's line of xla_environment(): the variables that are set, or that none is."""
-    env = xla_environment() if env is None else env
+    env = xla_environment()
     set_ = [f"{name}={value}" for name, value in env.items() if value]
     return "xla environment: " + (" | ".join(set_) if set_ else "defaults (none of " + ", ".join(env) + " set)")
 
